@@ -1,0 +1,3 @@
+from leakbench.cli import main
+
+main()

@@ -1,0 +1,167 @@
+"""The ``leakbench`` command: thin wrappers over library functions."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from leakbench.errors import LeakbenchError
+
+KIND_CHOICES = ("datasets", "leakages", "maskers", "methods")
+
+
+class LeakbenchGroup(click.Group):
+    """Turns user errors into one ``Error: ...`` line; LEAKBENCH_DEBUG=1 shows the traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except LeakbenchError as exc:
+            if os.environ.get("LEAKBENCH_DEBUG"):
+                raise
+            hint = "" if isinstance(exc.__cause__, LeakbenchError) or exc.__cause__ is None else \
+                " (LEAKBENCH_DEBUG=1 shows the traceback)"
+            raise click.ClickException(f"{exc}{hint}") from None
+        except KeyboardInterrupt:
+            click.echo("interrupted: this run wrote no leaderboard row", err=True)
+            ctx.exit(130)
+
+
+def _registry():
+    from leakbench.registry import Registry
+
+    return Registry()
+
+
+@click.group(cls=LeakbenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="leakbench")
+def cli() -> None:
+    """Leakage robustness benchmarks: dataset -> leakage -> masker -> method -> leaderboard."""
+
+
+@cli.command()
+@click.option("--dataset", default="digits", show_default=True, help="Dataset plugin, with options as name:key=value.")
+@click.option("--leakage", default="binary-corner", show_default=True, help="Leakage plugin (name:key=value,...).")
+@click.option("--leak-stage", type=click.Choice(["after", "before"]), default="after", show_default=True,
+              help="Write the leak after augmentation (fixed position) or before it (crop/flip move it).")
+@click.option("--leak-strength", "strength", type=float, default=1.0, show_default=True,
+              help="Share of training images that carry the leak.")
+@click.option("--leak-reliability", "reliability", type=float, default=1.0, show_default=True,
+              help="Share of leaked images whose leak encodes the true label.")
+@click.option("--masker", default=None, help="Masker plugin; default: the method's own (casme for met).")
+@click.option("--method", required=True, help="Method plugin to run, e.g. naive, clean, oracle, met.")
+@click.option("--backbone", default="resnet18", show_default=True, help="Any timm model name.")
+@click.option("--recipe", default=None, help="Optimisation recipe (paper, fast, or the dataset's default).")
+@click.option("--epochs", type=int, default=None, help="Override the recipe's epochs.")
+@click.option("--batch-size", type=int, default=None, help="Override the recipe's batch size.")
+@click.option("--lr", type=float, default=None, help="Override the recipe's learning rate.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the classifier.")
+@click.option("--leaderboard-dir", type=click.Path(path_type=Path), default=Path("leaderboards"), show_default=True)
+@click.option("--data-root", type=click.Path(path_type=Path), default=None,
+              help="Where datasets live (default: $LEAKBENCH_DATA or ~/.cache/leakbench).")
+@click.option("--save-dir", type=click.Path(path_type=Path), default=None, help="Save checkpoints here.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def run(compile_: bool, **options) -> None:
+    """Train and evaluate one configuration; append a row to LEADERBOARD_DIR/<dataset>.csv."""
+    from leakbench.pipeline import run_one
+    from leakbench.types import RunConfig
+
+    result = run_one(RunConfig(compile=compile_, **options), _registry())
+    row = result.row
+    click.echo(f"\n{row['method']} (masker {row['masker']}) on {row['dataset']} / {row['leakage']}, "
+               f"seed {row['seed']}, {row['epochs']} epochs, {row['train_seconds']:.0f}s on {row['device']}")
+    for metric, value in result.metrics.items():
+        shown = "-" if value is None else f"{value:.2f}" if metric.startswith("acc") or "pct" in metric \
+            else f"{value:.3f}"
+        click.echo(f"  {metric:<20} {shown:>8}")
+    click.echo(f"row {row['run_id']} appended to {result.leaderboard_path}")
+
+
+@cli.command("list")
+@click.argument("kind", type=click.Choice(KIND_CHOICES), required=False)
+@click.option("--verbose", "-v", is_flag=True, help="Also show options and recipe notes.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_(kind: str | None, verbose: bool, as_json: bool) -> None:
+    """Show registered plugins: name, provider, supervision, description."""
+    from leakbench.registry import KINDS
+
+    registry = _registry()
+    kinds = [kind] if kind else list(KINDS)
+    if as_json:
+        out = {k: [_describe(info, True) for info in registry.all(k).values()] for k in kinds}
+        click.echo(json.dumps(out, indent=2, default=str))
+        return
+    for k in kinds:
+        click.secho(k, bold=True)
+        infos = list(registry.all(k).values())
+        width = max((len(i.name) for i in infos), default=4)
+        for info in infos:
+            provider = f"{info.provider} {info.version}".strip()
+            click.echo(f"  {info.name:<{width}}  {provider:<16}  {info.cls.supervision:<10}  {info.cls.summary()}")
+            if verbose:
+                for line in _details(info):
+                    click.echo(f"  {'':<{width}}    {line}")
+
+
+def _describe(info, verbose: bool) -> dict:
+    out = {"name": info.name, "provider": info.provider, "version": info.version,
+           "supervision": info.cls.supervision, "description": info.cls.summary()}
+    if verbose:
+        out["details"] = _details(info)
+    return out
+
+
+def _details(info) -> list[str]:
+    import dataclasses
+
+    lines = []
+    for f in info.cls.options():
+        default = f.default if f.default is not dataclasses.MISSING else "required"
+        lines.append(f"option {f.name} = {default!r}")
+    if info.kind == "dataset":
+        dataset = info.cls()
+        lines.append(f"default recipe: {dataset.default_recipe}; augmentation: crop padding "
+                     f"{dataset.crop_padding}, flip {'on' if dataset.flip else 'off'}")
+        if dataset.describe():
+            lines.append(f"notes: {dataset.describe()}")
+    if info.kind == "method":
+        lines.append(f"masker: {info.cls.default_masker}" + (" (required)" if info.cls.uses_masker else ""))
+    return lines
+
+
+@cli.command()
+@click.option("--dataset", default=None, help="Only this dataset.")
+@click.option("--leakage", default=None, help="Only this leakage (name, any options).")
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv"]), default="table", show_default=True)
+@click.option("--leaderboard-dir", type=click.Path(path_type=Path), default=Path("leaderboards"), show_default=True)
+def leaderboard(dataset: str | None, leakage: str | None, fmt: str, leaderboard_dir: Path) -> None:
+    """Compare methods: mean ± std over seeds, best clean accuracy first."""
+    from leakbench import leaderboard as lb
+
+    paths = lb.result_files(leaderboard_dir, dataset)
+    if not paths:
+        raise LeakbenchError(f"no leaderboard CSVs in {leaderboard_dir}" + (f" for dataset '{dataset}'" if dataset
+                             else "") + "; run `leakbench run --method ...` first")
+    click.echo(lb.render(lb.aggregate(lb.read(paths), dataset, leakage), fmt))
+
+
+def build_cli() -> click.Group:
+    """The command group with plugin commands attached (not at import time)."""
+    registry = _registry()
+    registry.pm.hook.register_commands(cli=cli)
+    return cli
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        group = build_cli()
+    except LeakbenchError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    group.main(args=argv, prog_name="leakbench")

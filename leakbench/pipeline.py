@@ -1,0 +1,233 @@
+"""``run_one(config)``: the one place where the stages meet, in pipeline order.
+
+dataset -> leakage -> (augment) -> masker -> method (trainer) -> evaluation -> leaderboard
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from leakbench.errors import LeakbenchError, PluginError
+from leakbench.leaderboard import append_row, leaderboard_path
+from leakbench.registry import PluginInfo, Registry
+from leakbench.types import Dataset, Leakage, Masker, Method, Recipe, RunConfig, RunResult
+
+LEAK_STAGES = ("after", "before")
+
+
+@dataclass
+class Plan:
+    """A config resolved against the registry and checked, before any data is touched."""
+
+    config: RunConfig
+    dataset: Dataset
+    leakage: Leakage
+    masker: Masker
+    method: Method
+    infos: dict[str, PluginInfo]
+    recipe: Recipe
+    device: Any  # torch.device
+    data_root: Path
+
+
+def plan_run(config: RunConfig, registry: Registry | None = None) -> Plan:
+    """Resolve plugin names and options and refuse impossible settings, all before training."""
+    from leakbench.data import data_root
+    from leakbench.recipes import resolve_recipe
+
+    registry = registry or Registry()
+    dataset = registry.create("datasets", config.dataset)
+    leakage = registry.create("leakages", config.leakage)
+    method = registry.create("methods", config.method)
+    masker = registry.create("maskers", config.masker or method.default_masker)
+    infos = {kind: registry.get(f"{kind}s", obj.name)
+             for kind, obj in (("dataset", dataset), ("leakage", leakage), ("masker", masker), ("method", method))}
+    if method.uses_masker and masker.name == "none":
+        raise LeakbenchError(f"method '{method.name}' trains against a masker; pick one with --masker (e.g. casme)")
+    if not method.uses_masker and masker.name != "none":
+        raise LeakbenchError(f"method '{method.name}' trains without a masker; drop --masker or use --method met")
+    if method.only_maskers and masker.name not in method.only_maskers:
+        raise LeakbenchError(f"method '{method.name}' is defined with masker {' or '.join(method.only_maskers)}; "
+                             f"for masker '{masker.name}' use --method met --masker {masker.name}")
+    for knob in ("strength", "reliability"):
+        value = getattr(config, knob)
+        if not 0.0 <= value <= 1.0:
+            raise LeakbenchError(f"--leak-{knob} must be between 0 and 1, got {value}")
+    if config.leak_stage not in LEAK_STAGES:
+        raise LeakbenchError(f"--leak-stage must be one of {', '.join(LEAK_STAGES)}, got '{config.leak_stage}'")
+    recipe = resolve_recipe(dataset, config.recipe, config.epochs, config.batch_size, config.lr)
+    return Plan(config, dataset, leakage, masker, method, infos, recipe, resolve_device(config.device),
+                data_root(config.data_root))
+
+
+def resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise LeakbenchError(f"unknown device '{name}'; use auto, cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LeakbenchError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu or auto")
+    if device.type not in ("cpu", "cuda"):
+        raise LeakbenchError(f"device type '{device.type}' is not supported; use auto, cpu or cuda")
+    return device
+
+
+@contextlib.contextmanager
+def stage(what: str) -> Iterator[None]:
+    """Turn an unexpected exception inside a plugin into a one-line error that names it."""
+    try:
+        yield
+    except LeakbenchError:
+        raise
+    except Exception as exc:
+        import torch
+
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            raise LeakbenchError(f"out of GPU memory in {what}; lower --batch-size") from exc
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise PluginError(f"{what} failed: {type(exc).__name__}: {message}") from exc
+
+
+def run_one(config: RunConfig, registry: Registry | None = None, write: bool = True) -> RunResult:
+    """Train and evaluate one configuration and append its leaderboard row."""
+    import torch
+
+    from leakbench.augment import Normalizer
+    from leakbench.backbone import create_classifier, describe, to_device
+    from leakbench.evaluation import evaluate
+    from leakbench.training import LeakPlan, TrainContext, autocast_for, make_optimizer, train
+
+    plan = plan_run(config, registry)
+    dataset, leakage, masker, method, recipe, device = (
+        plan.dataset, plan.leakage, plan.masker, plan.method, plan.recipe, plan.device)
+    torch.manual_seed(config.seed)
+
+    with stage(f"dataset '{dataset.name}'"):
+        train_set = dataset.load("train", plan.data_root).to(device)
+        val_set = dataset.load("val", plan.data_root).to(device)
+    image_size = int(train_set.images.shape[-1])
+    with stage(f"leakage '{leakage.name}'"):
+        try:
+            leakage.prepare(train_set.num_classes, image_size)
+        except ValueError as exc:
+            raise LeakbenchError(f"leakage '{leakage.name}': {exc}") from None
+    with stage(f"backbone '{config.backbone}'"):
+        classifier = to_device(create_classifier(config.backbone, train_set.num_classes, image_size,
+                                                 **dataset.backbone_kwargs()), device)
+    with stage(f"masker '{masker.name}'"):
+        masker.build(classifier, image_size, recipe, device)
+    model = torch.compile(classifier) if config.compile else classifier
+    ctx = TrainContext(model, masker, make_optimizer(classifier.parameters(), recipe, device), recipe, device,
+                       autocast_for(device))
+    normalize = Normalizer(dataset.mean, dataset.std, device)
+    gen = torch.Generator(device=device).manual_seed(config.seed)
+    leak_plan = None
+    if method.spoils_training:
+        leak_plan = LeakPlan.build(leakage, train_set.labels, train_set.num_classes, config.strength,
+                                   config.reliability, config.leak_stage, gen)
+
+    start = time.perf_counter()
+    with stage(f"method '{method.name}'"):
+        history = train(ctx, method, train_set, leak_plan, normalize, dataset.crop_padding, dataset.flip, gen,
+                        progress=not config.quiet)
+    train_seconds = time.perf_counter() - start
+    with stage("evaluation"):
+        metrics = evaluate(model, masker, leakage, val_set, normalize, recipe.eval_batch_size, config.seed,
+                           ctx.autocast)
+    if config.save_dir is not None:
+        save_checkpoint(Path(config.save_dir), classifier, masker, config)
+
+    images_seen = sum(h.images for h in history)
+    row = {
+        "run_id": uuid.uuid4().hex[:12],
+        "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "dataset": dataset.spec(), "leakage": leakage.spec(), "strength": config.strength,
+        "reliability": config.reliability, "leak_stage": config.leak_stage if method.spoils_training else "",
+        "masker": masker.spec(), "method": method.spec(), "supervision": _supervision(method, masker),
+        "backbone": config.backbone, "recipe": recipe.name, "epochs": recipe.epochs,
+        "batch_size": recipe.batch_size, "lr": recipe.lr, "seed": config.seed,
+        **metrics,
+        "train_seconds": round(train_seconds, 2), "images_per_second": round(images_seen / train_seconds, 1),
+        "device": device_name(device), "precision": "bf16-autocast" if device.type == "cuda" else "fp32",
+        "backbone_config": describe(classifier), "dataset_notes": dataset.describe(),
+        **environment(),
+        "providers": ";".join(f"{k}={i.provider} {i.version}".strip() for k, i in plan.infos.items()),
+        "config_hash": config_hash(config, plan),
+        "config_json": json.dumps({**config.as_dict(), "recipe": recipe.__dict__}, sort_keys=True),
+    }
+    path = None
+    if write:
+        path = leaderboard_path(config.leaderboard_dir, dataset.name)
+        append_row(path, row)
+    return RunResult(metrics, row, path)
+
+
+def _supervision(method: Method, masker: Masker) -> str:
+    levels = {method.supervision, masker.supervision} - {"none"}
+    return "+".join(sorted(levels)) or "none"
+
+
+def config_hash(config: RunConfig, plan: Plan) -> str:
+    """Identity of the experiment (not of where or how verbosely it ran), for skipping reruns."""
+    keep = {k: v for k, v in config.as_dict().items()
+            if k not in ("device", "leaderboard_dir", "data_root", "quiet", "save_dir", "compile")}
+    keep.update(dataset=plan.dataset.spec(), leakage=plan.leakage.spec(), method=plan.method.spec(),
+                masker=plan.masker.spec(), recipe=plan.recipe.__dict__)
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def device_name(device) -> str:
+    import platform
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def environment() -> dict[str, str]:
+    import subprocess
+
+    import timm
+    import torch
+
+    import leakbench
+
+    commit = ""
+    try:
+        here = Path(leakbench.__file__).resolve().parent
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True,
+                                text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        commit += "-dirty" if commit and dirty else ""
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"torch_version": torch.__version__, "timm_version": timm.__version__,
+            "leakbench_version": leakbench.__version__, "git_commit": os.environ.get("LEAKBENCH_COMMIT", commit)}
+
+
+def save_checkpoint(directory: Path, classifier, masker: Masker, config: RunConfig) -> None:
+    """State dicts only, so ``torch.load(..., weights_only=True)`` reads them back."""
+    import torch
+
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save(classifier.state_dict(), directory / "classifier.pt")
+    for name, module in masker.modules().items():
+        torch.save(module.state_dict(), directory / f"masker_{name}.pt")
+    (directory / "config.json").write_text(json.dumps(config.as_dict(), indent=2, sort_keys=True))

@@ -1,0 +1,174 @@
+"""The training engine: device-resident uint8 data -> augment -> leak -> normalise -> method.
+
+The whole dataset lives on the run's device as uint8; each batch is gathered, augmented
+and spoiled there, so there is no per-sample Python and no host synchronisation inside
+the step loop (statistics are summed on the device and read once per epoch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from leakbench.augment import Normalizer, crop_flip
+from leakbench.backbone import Classifier
+from leakbench.recipes import lr_factor
+from leakbench.types import ImageSet, Leakage, Masker, Method, Recipe
+
+
+@dataclass
+class TrainContext:
+    """What a method's ``train_step`` works with."""
+
+    classifier: Classifier
+    masker: Masker
+    optimizer: torch.optim.Optimizer
+    recipe: Recipe
+    device: torch.device
+    autocast: Callable[[], contextlib.AbstractContextManager]
+    extras: dict[str, Any] = field(default_factory=dict)  # per-method state (e.g. a second optimiser)
+
+    def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        return F.cross_entropy(logits.float(), labels, label_smoothing=self.recipe.label_smoothing)
+
+    def step(self, loss: Tensor) -> None:
+        """One classifier update on ``loss``."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward(inputs=list(self.classifier.parameters()))
+        self.optimizer.step()
+
+
+@dataclass
+class LeakPlan:
+    """Which training images carry a leak and which label it encodes, fixed for the run.
+
+    ``strength`` is the share of leaked images; ``reliability`` the share of those whose
+    leak encodes the true label (the others encode a random wrong label).
+    """
+
+    leakage: Leakage
+    stage: str  # "after" augmentation (the paper's reading) or "before" (baked into the data)
+    leak_labels: Tensor
+    has_leak: Tensor | None  # None: every image is leaked
+
+    @classmethod
+    def build(cls, leakage: Leakage, labels: Tensor, num_classes: int, strength: float,
+              reliability: float, stage: str, generator: torch.Generator) -> LeakPlan:
+        n = labels.shape[0]
+        dev = labels.device
+        leak_labels = labels.clone()
+        if reliability < 1.0:
+            wrong = torch.rand(n, device=dev, generator=generator) >= reliability
+            offset = torch.randint(1, max(2, num_classes), (n,), device=dev, generator=generator)
+            leak_labels = torch.where(wrong, (labels + offset) % num_classes, labels)
+        has_leak = None
+        if strength < 1.0:
+            has_leak = torch.rand(n, device=dev, generator=generator) < strength
+        return cls(leakage, stage, leak_labels, has_leak)
+
+    def spoil(self, images: Tensor, idx: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        spoiled, mask = self.leakage.apply(images, self.leak_labels[idx], generator)
+        if self.has_leak is not None:
+            keep = self.has_leak[idx].view(-1, 1, 1, 1)
+            spoiled, mask = torch.where(keep, spoiled, images), mask & keep
+        return spoiled, mask
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    loss: float
+    accuracy: float
+    images: int
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds
+
+
+def make_optimizer(params: Any, recipe: Recipe, device: torch.device) -> torch.optim.Optimizer:
+    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
+                           nesterov=recipe.nesterov and recipe.momentum > 0, **fast)
+
+
+def autocast_for(device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    if device.type == "cuda":
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device) -> Iterator[Tensor]:
+    """Shuffled index batches; the last partial batch is dropped so shapes stay static."""
+    perm = torch.randperm(n, device=device, generator=generator)
+    for start in range(0, n - batch_size + 1, batch_size):
+        yield perm[start:start + batch_size]
+
+
+def train(
+    ctx: TrainContext,
+    method: Method,
+    data: ImageSet,
+    plan: LeakPlan | None,
+    normalize: Normalizer,
+    crop_padding: int,
+    flip: bool,
+    generator: torch.Generator,
+    progress: bool = True,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> list[EpochStats]:
+    """Run ``recipe.epochs`` epochs of ``method`` over ``data`` (already on ctx.device)."""
+    from tqdm.auto import tqdm
+
+    recipe, device = ctx.recipe, ctx.device
+    batch_size = min(recipe.batch_size, len(data))
+    steps_per_epoch = len(data) // batch_size
+    total = steps_per_epoch * recipe.epochs
+    optimizers = [ctx.optimizer, *([ctx.masker.optimizer] if getattr(ctx.masker, "optimizer", None) else [])]
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(recipe, s, total, steps_per_epoch)) for opt in optimizers]
+
+    images, masks = data.images, None
+    if plan is not None and plan.stage == "before":  # bake the leak into the stored images once
+        images, masks = plan.spoil(images, torch.arange(len(data), device=device), generator)
+
+    history = []
+    ctx.classifier.train()
+    for module in ctx.masker.modules().values():
+        module.train()
+    for epoch in range(1, recipe.epochs + 1):
+        loss_sum = torch.zeros((), device=device)
+        correct_sum = torch.zeros((), device=device)
+        start = time.perf_counter()
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{recipe.epochs}", disable=not progress,
+                   unit="step", dynamic_ncols=True)
+        for idx in batches(len(data), batch_size, generator, device):
+            x = images[idx]
+            leak_mask = masks[idx] if masks is not None else None
+            x, leak_mask = crop_flip(x, crop_padding, flip, generator, leak_mask)
+            if plan is not None and plan.stage == "after":
+                x, leak_mask = plan.spoil(x, idx, generator)
+            y = data.labels[idx]
+            stats = method.train_step(ctx, normalize(x), y, leak_mask)
+            loss_sum += stats["loss"].detach() * batch_size
+            correct_sum += stats["correct"].detach()
+            for scheduler in schedulers:
+                scheduler.step()
+            bar.update()
+        seen = steps_per_epoch * batch_size
+        loss, acc = (loss_sum / seen).item(), (correct_sum / seen).item() * 100  # one sync per epoch
+        record = EpochStats(epoch, loss, acc, seen, time.perf_counter() - start)
+        bar.set_postfix_str(f"loss {loss:.4f}  acc {acc:.2f}%  {record.images_per_second:,.0f} img/s")
+        bar.close()
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+    return history

@@ -1,0 +1,266 @@
+"""Base classes for the four plugin kinds, in pipeline order, and the data they exchange.
+
+Every plugin is a dataclass: its fields are the options users set on the command line
+(``--leakage binary-corner:stage=before``), ``__post_init__`` validates them, and the
+first line of its docstring is what ``leakbench list`` shows. Tensors are batch-first and
+live on whatever device the run uses; torch is imported lazily so listing stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from leakbench.errors import LeakbenchError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
+
+SUPERVISION = ("none", "leak-mask", "clean-data")
+
+
+@dataclass
+class Plugin:
+    """Common behaviour: a name, a one-line summary, typed options."""
+
+    kind: ClassVar[str] = "plugin"
+    name: ClassVar[str] = ""
+    supervision: ClassVar[str] = "none"
+
+    @classmethod
+    def summary(cls) -> str:
+        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+    @classmethod
+    def options(cls) -> list[dataclasses.Field]:
+        return [f for f in dataclasses.fields(cls) if f.init]
+
+    @classmethod
+    def from_options(cls, raw: dict[str, str]) -> Plugin:
+        """Build from ``key=value`` strings, coercing each to its field's type."""
+        hints = typing.get_type_hints(cls)
+        known = {f.name: f for f in cls.options()}
+        kwargs: dict[str, Any] = {}
+        for key, text in raw.items():
+            if key not in known:
+                have = ", ".join(known) or "none"
+                raise LeakbenchError(f"{cls.kind} '{cls.name}' has no option '{key}' (options: {have})")
+            kwargs[key] = _coerce(text, hints[key], f"{cls.kind} '{cls.name}' option '{key}'")
+        try:
+            return cls(**kwargs)
+        except (ValueError, TypeError) as exc:
+            raise LeakbenchError(f"{cls.kind} '{cls.name}': {exc}") from exc
+
+    def params(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in self.options()}
+
+    def spec(self) -> str:
+        """``name`` plus the options that differ from their defaults: a stable row key."""
+        changed = [
+            f"{f.name}={getattr(self, f.name)}"
+            for f in self.options()
+            if f.default is not dataclasses.MISSING and getattr(self, f.name) != f.default
+        ]
+        return self.name + (":" + ",".join(changed) if changed else "")
+
+
+def _coerce(text: str, hint: Any, what: str) -> Any:
+    target = hint
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # Optional[X] -> X
+        target = next(a for a in typing.get_args(hint) if a is not type(None))
+    if typing.get_origin(target) is typing.Literal:
+        if text not in typing.get_args(target):
+            raise LeakbenchError(f"{what} must be one of {', '.join(map(str, typing.get_args(target)))}, got '{text}'")
+        return text
+    try:
+        if target is bool:
+            lowered = text.lower()
+            if lowered not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(text)
+            return lowered in ("1", "true", "yes")
+        if target in (int, float, str):
+            return target(text)
+    except ValueError:
+        raise LeakbenchError(f"{what} expects {target.__name__}, got '{text}'") from None
+    return text
+
+
+@dataclass
+class ImageSet:
+    """One split in memory: uint8 ``[N,3,H,W]`` images, int64 ``[N]`` labels, class names."""
+
+    images: Tensor
+    labels: Tensor
+    class_names: list[str]
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to(self, device: torch.device | str) -> ImageSet:
+        return ImageSet(self.images.to(device), self.labels.to(device), self.class_names)
+
+
+@dataclass
+class Recipe:
+    """Optimisation settings, identical for every method so leaderboard rows compare."""
+
+    name: str
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: str = "step"  # constant | step | cosine | onecycle
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    masker_lr: float = 1e-3
+    masker_weight_decay: float = 1e-4
+    eval_batch_size: int = 1000
+
+
+@dataclass
+class Dataset(Plugin):
+    """Base class: loads uint8 splits and knows how its images should be trained on."""
+
+    kind: ClassVar[str] = "dataset"
+    mean: ClassVar[tuple[float, float, float]] = (0.485, 0.456, 0.406)
+    std: ClassVar[tuple[float, float, float]] = (0.229, 0.224, 0.225)
+    crop_padding: ClassVar[int] = 4
+    flip: ClassVar[bool] = True
+    default_recipe: ClassVar[str] = "paper"
+    recipes: ClassVar[dict[str, Recipe]] = {}
+
+    def load(self, split: str, root: Path) -> ImageSet:
+        """Return ``split`` ('train' or 'val') from ``root``; raise LeakbenchError if absent."""
+        raise NotImplementedError
+
+    def backbone_kwargs(self) -> dict[str, Any]:
+        """Extra ``timm.create_model`` arguments this dataset's default size needs."""
+        return {}
+
+    def describe(self) -> str:
+        """Recipe notes for ``leakbench list --verbose`` and the leaderboard row."""
+        return ""
+
+
+@dataclass
+class Leakage(Plugin):
+    """Base class: writes a label-encoding cue into uint8 images and returns its mask."""
+
+    kind: ClassVar[str] = "leakage"
+    num_classes: int = field(default=0, init=False, repr=False)
+    image_size: int = field(default=0, init=False, repr=False)
+
+    def prepare(self, num_classes: int, image_size: int) -> None:
+        """Fix the class count and image size; raise ValueError if the leak cannot fit."""
+        self.num_classes, self.image_size = num_classes, image_size
+
+    def apply(
+        self, images: Tensor, leak_labels: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Return (spoiled uint8 images, bool ``[B,1,H,W]`` mask of the leak's pixels)."""
+        raise NotImplementedError
+
+
+@dataclass
+class Masker(Plugin):
+    """Base class: produces a soft mask in [0, 1] of shape ``[B,1,H,W]``, or None."""
+
+    kind: ClassVar[str] = "masker"
+    learned: ClassVar[bool] = False
+    optimizer: ClassVar[Any] = None  # learned maskers set their own in build(); the engine schedules it
+
+    def build(self, classifier: nn.Module, image_size: int, recipe: Recipe, device: torch.device) -> None:
+        """Create networks and optimisers (learned maskers only)."""
+
+    def __call__(self, images: Tensor, features: list[Tensor], leak_mask: Tensor | None) -> Tensor | None:
+        raise NotImplementedError
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Networks to checkpoint and to switch between train and eval mode."""
+        return {}
+
+    def objective(self, mask: Tensor, logits_clean: Tensor, logits_masked: Tensor, labels: Tensor) -> Tensor:
+        """Learned maskers: the loss the masker minimises, given both classifier outputs."""
+        raise NotImplementedError(f"masker '{self.name}' is not learned")
+
+    def gradients(self, loss: Tensor) -> list[Tensor]:
+        """Learned maskers: gradients of ``loss`` w.r.t. the masker's own parameters only.
+
+        Taken before the classifier's next step, because that step changes in place the
+        weights the graph saved (CASME's order fails on PyTorch >= 1.5, met-spec §1.5).
+        """
+        raise NotImplementedError(f"masker '{self.name}' is not learned")
+
+    def apply_gradients(self, grads: list[Tensor]) -> None:
+        """Learned maskers: one optimiser step with the given gradients."""
+        raise NotImplementedError(f"masker '{self.name}' is not learned")
+
+    @staticmethod
+    def apply(x: Tensor, m: Tensor) -> Tensor:
+        """Mask normalised images: masked pixels become the dataset mean (CASME's choice),
+        the same in training, in "Masked" evaluation and for the oracle."""
+        return x * (1 - m)
+
+
+@dataclass
+class Method(Plugin):
+    """Base class: a training procedure that sees each prepared batch and updates models."""
+
+    kind: ClassVar[str] = "method"
+    spoils_training: ClassVar[bool] = True
+    default_masker: ClassVar[str] = "none"
+    uses_masker: ClassVar[bool] = False
+    only_maskers: ClassVar[tuple[str, ...]] = ()  # non-empty: the maskers this method is defined with
+
+    def train_step(self, ctx: Any, x: Tensor, y: Tensor, leak_mask: Tensor | None) -> dict[str, Tensor]:
+        """Update the classifier on one batch; return detached stats (``loss``, ``correct``)."""
+        raise NotImplementedError
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run, in pipeline order; serialised into each row."""
+
+    method: str
+    dataset: str = "digits"
+    leakage: str = "binary-corner"
+    masker: str | None = None
+    backbone: str = "resnet18"
+    recipe: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    leaderboard_dir: Path = Path("leaderboards")
+    data_root: Path | None = None
+    strength: float = 1.0
+    reliability: float = 1.0
+    leak_stage: str = "after"
+    compile: bool = False
+    quiet: bool = False
+    save_dir: Path | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        return {k: str(v) if isinstance(v, Path) else v for k, v in out.items()}
+
+
+@dataclass
+class RunResult:
+    """What a run produced: metrics, timing, and the leaderboard row it appended."""
+
+    metrics: dict[str, float | None]
+    row: dict[str, Any]
+    leaderboard_path: Path | None

@@ -1,0 +1,116 @@
+"""CASME's learned masker, ported to pixel resolution for small images (met-spec.md §2.2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from leakbench import Masker, hookimpl
+
+
+@dataclass
+class CasmeMasker(Masker):
+    """Learned decoder over the classifier's detached features (CASME/MET), sigmoid mask."""
+
+    name: ClassVar[str] = "casme"
+    learned: ClassVar[bool] = True
+    lambda_r: float = 10.0
+    clip_norm: float = 10.0
+    decoder: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.lambda_r < 0:
+            raise ValueError(f"lambda_r must be >= 0, got {self.lambda_r}")
+        if self.clip_norm <= 0:
+            raise ValueError(f"clip_norm must be > 0, got {self.clip_norm}")
+
+    def build(self, classifier, image_size, recipe, device) -> None:
+        import torch
+
+        self.decoder = _decoder(classifier.feature_channels(), image_size).to(device)
+        if device.type == "cuda":
+            self.decoder = self.decoder.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.Adam(self.decoder.parameters(), lr=recipe.masker_lr,
+                                          weight_decay=recipe.masker_weight_decay)
+
+    def modules(self):
+        return {"decoder": self.decoder} if self.decoder is not None else {}
+
+    def __call__(self, images, features, leak_mask):
+        # Detached: the masker's loss must not train the shared encoder to make bad masks easy.
+        return self.decoder([f.detach() for f in features]).float()
+
+    def objective(self, mask, logits_clean, logits_masked, labels):
+        import torch
+        import torch.nn.functional as F
+
+        with torch.no_grad():
+            correct_clean = (logits_clean.argmax(1) == labels).float()
+            fooled = correct_clean * (logits_masked.argmax(1) != labels).float()  # "non-trivially confused"
+        logp = F.log_softmax(logits_masked.float(), dim=1)
+        neg_entropy = (logp.exp() * logp).sum(1)
+        area = mask.mean(dim=(1, 2, 3))
+        # both means over the whole batch, not the gated subset (CASME)
+        return (neg_entropy * correct_clean).mean() - self.lambda_r * F.relu(fooled - area).mean()
+
+    def gradients(self, loss):
+        import torch
+
+        return list(torch.autograd.grad(loss, list(self.decoder.parameters()), retain_graph=True))
+
+    def apply_gradients(self, grads) -> None:
+        import torch
+
+        for param, grad in zip(self.decoder.parameters(), grads, strict=True):
+            param.grad = grad
+        torch.nn.utils.clip_grad_norm_(self.decoder.parameters(), self.clip_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+def _decoder(channels: list[int], image_size: int):
+    import math
+
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Decoder(nn.Module):
+        """l0 as is; l1..l4 through 1x1 conv-BN-ReLU to l0's width, upsampled to l0's size;
+        concatenated; 3x3 conv to one channel; sigmoid; nearest-upsampled to the image if needed."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            width = channels[0]
+            self.lateral = nn.ModuleList(
+                nn.Sequential(nn.Conv2d(c, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+                for c in channels[1:]
+            )
+            self.final = nn.Conv2d(width * len(channels), 1, 3, padding=1, bias=True)
+            for module in self.modules():
+                if isinstance(module, nn.Conv2d):
+                    k = module.kernel_size[0]
+                    module.weight.data.normal_(0, math.sqrt(2.0 / (k * k * module.out_channels)))
+                elif isinstance(module, nn.BatchNorm2d):
+                    module.weight.data.fill_(1)
+                    module.bias.data.zero_()
+
+        def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+            base = feats[0]
+            size = base.shape[-2:]
+            parts = [base] + [
+                F.interpolate(lat(f), size=size, mode="bilinear", align_corners=False) if f.shape[-2:] != size
+                else lat(f)
+                for lat, f in zip(self.lateral, feats[1:], strict=True)
+            ]
+            mask = torch.sigmoid(self.final(torch.cat(parts, dim=1)))
+            if mask.shape[-1] != image_size:
+                mask = F.interpolate(mask, size=(image_size, image_size), mode="nearest")
+            return mask
+
+    return Decoder()
+
+
+@hookimpl
+def register_maskers():
+    return [CasmeMasker]
