@@ -152,7 +152,7 @@ def _who(info: PluginInfo) -> str:
 def _validate(info: PluginInfo, base: type[Plugin]) -> None:
     where = _who(info)
     if not (isinstance(info.cls, type) and issubclass(info.cls, base)):
-        raise LeakbenchError(f"{where} registered {info.cls!r} as a {info.kind}, but it is not a {base.__name__} subclass")
+        raise LeakbenchError(f"{where} registered {info.cls!r} as a {info.kind}, not a {base.__name__} subclass")
     if not _NAME.match(info.cls.name or ""):
         raise LeakbenchError(f"{where}: {info.kind} name '{info.cls.name}' must be a lowercase slug like 'my-leak'")
     if info.cls.supervision not in SUPERVISION:
