@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from leakbench.errors import LeakbenchError
+from leakbench.errors import LeakbenchError, PluginError
 
 KIND_CHOICES = ("datasets", "leakages", "maskers", "methods")
 
@@ -23,8 +23,7 @@ class LeakbenchGroup(click.Group):
         except LeakbenchError as exc:
             if os.environ.get("LEAKBENCH_DEBUG"):
                 raise
-            hint = "" if isinstance(exc.__cause__, LeakbenchError) or exc.__cause__ is None else \
-                " (LEAKBENCH_DEBUG=1 shows the traceback)"
+            hint = " (LEAKBENCH_DEBUG=1 shows the traceback)" if isinstance(exc, PluginError) else ""
             raise click.ClickException(f"{exc}{hint}") from None
         except KeyboardInterrupt:
             click.echo("interrupted: this run wrote no leaderboard row", err=True)

@@ -110,7 +110,7 @@ def aggregate(frame, dataset: str | None = None, leakage: str | None = None):
     metrics = [m for m in METRICS if m in frame]
     grouped = frame.groupby(list(GROUP_COLUMNS), sort=False)[metrics]
     mean, std = grouped.mean(), grouped.std(ddof=1)
-    table = mean.join(std, lsuffix="", rsuffix="_std")
+    table = mean.join(std.add_suffix("_std"))
     table["n"] = grouped.size()
     table = table.reset_index().sort_values("acc_clean", ascending=False, kind="stable")
     return table.reset_index(drop=True)

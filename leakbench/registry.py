@@ -76,10 +76,10 @@ def _load_entrypoints(pm: pluggy.PluginManager) -> None:
             pm.register(plugin, name=ep.name)
 
 
-def _provider(plugin: object, fallback: str) -> tuple[str, str]:
+def _provider(plugin: object, fallback: str, packages: dict[str, list[str]]) -> tuple[str, str]:
     """(distribution, version) that ships ``plugin``'s module, else its registered name."""
     top = getattr(plugin, "__name__", type(plugin).__module__).split(".")[0]
-    for dist_name in importlib.metadata.packages_distributions().get(top, []):
+    for dist_name in packages.get(top, []):
         return dist_name, importlib.metadata.version(dist_name)
     return fallback, ""
 
@@ -92,13 +92,14 @@ class Registry:
 
     @cached_property
     def _all(self) -> dict[str, dict[str, PluginInfo]]:
-        return {kind: self._collect(kind) for kind in KINDS}
+        packages = importlib.metadata.packages_distributions()  # one scan of installed metadata
+        return {kind: self._collect(kind, packages) for kind in KINDS}
 
-    def _collect(self, kind: str) -> dict[str, PluginInfo]:
+    def _collect(self, kind: str, packages: dict[str, list[str]]) -> dict[str, PluginInfo]:
         hook_name, base = KINDS[kind]
         found: dict[str, PluginInfo] = {}
         for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
-            provider, version = _provider(impl.plugin, impl.plugin_name)
+            provider, version = _provider(impl.plugin, impl.plugin_name, packages)
             try:
                 classes = list(impl.function() or [])
             except Exception as exc:

@@ -1,0 +1,38 @@
+"""Shared fixtures: a fresh registry per test, a CLI runner wired to it, tiny settings."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from leakbench.registry import Registry, get_plugin_manager
+
+TESTS = Path(__file__).parent
+sys.path.insert(0, str(TESTS / "plugins"))  # file-based test plugins (not installed)
+
+# Tiny settings: 8x8 digits, width-8 ResNet, one epoch; seconds per run on CPU.
+TINY = ["--dataset", "digits:size=8,width=8", "--epochs", "1", "--quiet"]
+
+
+@pytest.fixture
+def registry() -> Registry:
+    return Registry(get_plugin_manager())
+
+
+@pytest.fixture
+def cli_with(monkeypatch):
+    """Run the CLI against a registry that also holds the given test plugin modules."""
+
+    def invoke(args: list[str], *plugins, **kwargs):
+        import leakbench.cli as cli_module
+
+        pm = get_plugin_manager()
+        for module in plugins:
+            pm.register(module)
+        monkeypatch.setattr(cli_module, "_registry", lambda: Registry(pm))
+        return CliRunner().invoke(cli_module.cli, args, **kwargs)
+
+    return invoke
