@@ -150,6 +150,42 @@ def leaderboard(dataset: str | None, leakage: str | None, fmt: str, leaderboard_
     click.echo(lb.render(lb.aggregate(lb.read(paths), dataset, leakage), fmt))
 
 
+@cli.command()
+@click.option("--dataset", default="digits", show_default=True)
+@click.option("--leakage", default="binary-corner", show_default=True)
+@click.option("--method", "methods", multiple=True, default=("naive", "met"), show_default=True,
+              help="Repeat to compare; the first is the reference for relative cost.")
+@click.option("--backbone", default="resnet18", show_default=True)
+@click.option("--recipe", default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--steps", type=click.IntRange(1), default=50, show_default=True, help="Timed training steps.")
+@click.option("--warmup", type=click.IntRange(0), default=10, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the classifier.")
+@click.option("--leaderboard-dir", type=click.Path(path_type=Path), default=Path("leaderboards"), show_default=True)
+@click.option("--data-root", type=click.Path(path_type=Path), default=None)
+def bench(methods: tuple[str, ...], steps: int, warmup: int, compile_: bool, leaderboard_dir: Path,
+          **options) -> None:
+    """Measure training and evaluation images/s on this device; append to throughput.csv."""
+    from leakbench.bench import measure, record
+    from leakbench.types import RunConfig
+
+    registry, rows = _registry(), []
+    for method in methods:
+        config = RunConfig(method=method, compile=compile_, quiet=True, **options)
+        rows.append(measure(config, steps, warmup, registry))
+        path = record(rows[-1], leaderboard_dir)
+    base = rows[0]["train_step_ms"] / rows[0]["batch_size"]
+    click.echo(f"{rows[0]['device']}, {rows[0]['precision']}, batch {rows[0]['batch_size']}, "
+               f"compile {'on' if compile_ else 'off'}")
+    for row in rows:
+        cost = row["train_step_ms"] / row["batch_size"] / base
+        click.echo(f"  {row['method']:<12} train {row['train_images_per_second']:>10,.0f} img/s "
+                   f"({row['train_step_ms']:.1f} ms/step, {cost:.2f}x {rows[0]['method']} per image)  "
+                   f"eval {row['eval_images_per_second']:>10,.0f} img/s")
+    click.echo(f"rows appended to {path}")
+
+
 def build_cli() -> click.Group:
     """The command group with plugin commands attached (not at import time)."""
     registry = _registry()

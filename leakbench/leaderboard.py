@@ -29,11 +29,11 @@ def leaderboard_path(directory: Path, dataset: str) -> Path:
     return Path(directory) / f"{dataset}.csv"
 
 
-def append_row(path: Path, row: dict[str, Any]) -> None:
+def append_row(path: Path, row: dict[str, Any], columns: tuple[str, ...] = COLUMNS) -> None:
     """Append one row; concurrent writers never lose or tear rows, readers never see half a file."""
     from filelock import FileLock
 
-    unknown = set(row) - set(COLUMNS)
+    unknown = set(row) - set(columns)
     if unknown:
         raise ValueError(f"row has columns outside the schema: {sorted(unknown)}")
     path = Path(path)
@@ -42,15 +42,15 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
         existing = path.read_text(encoding="utf-8") if path.exists() else ""
         if existing:
             header = next(csv.reader(io.StringIO(existing)), [])
-            if tuple(header) != COLUMNS:
+            if tuple(header) != columns:
                 raise LeakbenchError(f"{path} has a different column layout; move it aside and run again")
             if not existing.endswith("\n"):
                 existing += "\n"
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
         if not existing:
             writer.writeheader()
-        writer.writerow({c: _cell(row.get(c)) for c in COLUMNS})
+        writer.writerow({c: _cell(row.get(c)) for c in columns})
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:

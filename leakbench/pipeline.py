@@ -102,20 +102,27 @@ def stage(what: str) -> Iterator[None]:
         raise PluginError(f"{what} failed: {type(exc).__name__}: {message}") from exc
 
 
-def run_one(config: RunConfig, registry: Registry | None = None, write: bool = True) -> RunResult:
-    """Train and evaluate one configuration and append its leaderboard row."""
+@dataclass
+class Session:
+    """Everything a plan needs on the device, built once: data, models, the trainer."""
+
+    plan: Plan
+    trainer: Any  # leakbench.training.Trainer
+    val_set: Any  # ImageSet on the device
+    classifier: Any  # the uncompiled Classifier (for checkpoints and descriptions)
+
+
+def build_session(plan: Plan) -> Session:
+    """Load data, check the leak fits, build classifier, masker and trainer on the device."""
     import torch
 
     from leakbench.augment import Normalizer
-    from leakbench.backbone import create_classifier, describe, to_device
-    from leakbench.evaluation import evaluate
-    from leakbench.training import LeakPlan, TrainContext, autocast_for, make_optimizer, train
+    from leakbench.backbone import create_classifier, to_device
+    from leakbench.training import LeakPlan, TrainContext, Trainer, autocast_for, make_optimizer
 
-    plan = plan_run(config, registry)
-    dataset, leakage, masker, method, recipe, device = (
-        plan.dataset, plan.leakage, plan.masker, plan.method, plan.recipe, plan.device)
+    config, dataset, leakage, masker, recipe, device = (
+        plan.config, plan.dataset, plan.leakage, plan.masker, plan.recipe, plan.device)
     torch.manual_seed(config.seed)
-
     with stage(f"dataset '{dataset.name}'"):
         train_set = dataset.load("train", plan.data_root).to(device)
         val_set = dataset.load("val", plan.data_root).to(device)
@@ -133,21 +140,34 @@ def run_one(config: RunConfig, registry: Registry | None = None, write: bool = T
     model = torch.compile(classifier) if config.compile else classifier
     ctx = TrainContext(model, masker, make_optimizer(classifier.parameters(), recipe, device), recipe, device,
                        autocast_for(device))
-    normalize = Normalizer(dataset.mean, dataset.std, device)
     gen = torch.Generator(device=device).manual_seed(config.seed)
     leak_plan = None
-    if method.spoils_training:
+    if plan.method.spoils_training:
         leak_plan = LeakPlan.build(leakage, train_set.labels, train_set.num_classes, config.strength,
                                    config.reliability, config.leak_stage, gen)
+    trainer = Trainer(ctx, plan.method, train_set, leak_plan, Normalizer(dataset.mean, dataset.std, device),
+                      dataset.crop_padding, dataset.flip, gen)
+    return Session(plan, trainer, val_set, classifier)
+
+
+def run_one(config: RunConfig, registry: Registry | None = None, write: bool = True) -> RunResult:
+    """Train and evaluate one configuration and append its leaderboard row."""
+    from leakbench.backbone import describe
+    from leakbench.evaluation import evaluate
+
+    plan = plan_run(config, registry)
+    session = build_session(plan)
+    dataset, leakage, masker, method, recipe, device = (
+        plan.dataset, plan.leakage, plan.masker, plan.method, plan.recipe, plan.device)
+    trainer, classifier = session.trainer, session.classifier
 
     start = time.perf_counter()
     with stage(f"method '{method.name}'"):
-        history = train(ctx, method, train_set, leak_plan, normalize, dataset.crop_padding, dataset.flip, gen,
-                        progress=not config.quiet)
+        history = trainer.fit(progress=not config.quiet)
     train_seconds = time.perf_counter() - start
     with stage("evaluation"):
-        metrics = evaluate(model, masker, leakage, val_set, normalize, recipe.eval_batch_size, config.seed,
-                           ctx.autocast)
+        metrics = evaluate(trainer.ctx.classifier, masker, leakage, session.val_set, trainer.normalize,
+                           recipe.eval_batch_size, config.seed, trainer.ctx.autocast)
     if config.save_dir is not None:
         save_checkpoint(Path(config.save_dir), classifier, masker, config)
 

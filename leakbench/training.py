@@ -113,62 +113,72 @@ def batches(n: int, batch_size: int, generator: torch.Generator, device: torch.d
         yield perm[start:start + batch_size]
 
 
-def train(
-    ctx: TrainContext,
-    method: Method,
-    data: ImageSet,
-    plan: LeakPlan | None,
-    normalize: Normalizer,
-    crop_padding: int,
-    flip: bool,
-    generator: torch.Generator,
-    progress: bool = True,
-    on_epoch: Callable[[EpochStats], None] | None = None,
-) -> list[EpochStats]:
-    """Run ``recipe.epochs`` epochs of ``method`` over ``data`` (already on ctx.device)."""
-    from tqdm.auto import tqdm
+@dataclass
+class Trainer:
+    """Runs a method over device-resident data; ``step`` is the whole hot path of one batch."""
 
-    recipe, device = ctx.recipe, ctx.device
-    batch_size = min(recipe.batch_size, len(data))
-    steps_per_epoch = len(data) // batch_size
-    total = steps_per_epoch * recipe.epochs
-    optimizers = [ctx.optimizer, *([ctx.masker.optimizer] if getattr(ctx.masker, "optimizer", None) else [])]
-    schedulers = [torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(recipe, s, total, steps_per_epoch)) for opt in optimizers]
+    ctx: TrainContext
+    method: Method
+    data: ImageSet
+    plan: LeakPlan | None
+    normalize: Normalizer
+    crop_padding: int
+    flip: bool
+    generator: torch.Generator
 
-    images, masks = data.images, None
-    if plan is not None and plan.stage == "before":  # bake the leak into the stored images once
-        images, masks = plan.spoil(images, torch.arange(len(data), device=device), generator)
+    def __post_init__(self) -> None:
+        self.batch_size = min(self.ctx.recipe.batch_size, len(self.data))
+        self.steps_per_epoch = len(self.data) // self.batch_size
+        self.images, self.masks = self.data.images, None
+        if self.plan is not None and self.plan.stage == "before":  # bake the leak into the stored images once
+            all_idx = torch.arange(len(self.data), device=self.ctx.device)
+            self.images, self.masks = self.plan.spoil(self.images, all_idx, self.generator)
 
-    history = []
-    ctx.classifier.train()
-    for module in ctx.masker.modules().values():
-        module.train()
-    for epoch in range(1, recipe.epochs + 1):
-        loss_sum = torch.zeros((), device=device)
-        correct_sum = torch.zeros((), device=device)
-        start = time.perf_counter()
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{recipe.epochs}", disable=not progress,
-                   unit="step", dynamic_ncols=True)
-        for idx in batches(len(data), batch_size, generator, device):
-            x = images[idx]
-            leak_mask = masks[idx] if masks is not None else None
-            x, leak_mask = crop_flip(x, crop_padding, flip, generator, leak_mask)
-            if plan is not None and plan.stage == "after":
-                x, leak_mask = plan.spoil(x, idx, generator)
-            y = data.labels[idx]
-            stats = method.train_step(ctx, normalize(x), y, leak_mask)
-            loss_sum += stats["loss"].detach() * batch_size
-            correct_sum += stats["correct"].detach()
-            for scheduler in schedulers:
-                scheduler.step()
-            bar.update()
-        seen = steps_per_epoch * batch_size
-        loss, acc = (loss_sum / seen).item(), (correct_sum / seen).item() * 100  # one sync per epoch
-        record = EpochStats(epoch, loss, acc, seen, time.perf_counter() - start)
-        bar.set_postfix_str(f"loss {loss:.4f}  acc {acc:.2f}%  {record.images_per_second:,.0f} img/s")
-        bar.close()
-        history.append(record)
-        if on_epoch is not None:
-            on_epoch(record)
-    return history
+    def step(self, idx: Tensor) -> dict[str, Tensor]:
+        """Gather, augment, leak, normalise and train on one batch; no host synchronisation."""
+        x = self.images[idx]
+        leak_mask = self.masks[idx] if self.masks is not None else None
+        x, leak_mask = crop_flip(x, self.crop_padding, self.flip, self.generator, leak_mask)
+        if self.plan is not None and self.plan.stage == "after":
+            x, leak_mask = self.plan.spoil(x, idx, self.generator)
+        return self.method.train_step(self.ctx, self.normalize(x), self.data.labels[idx], leak_mask)
+
+    def batches(self) -> Iterator[Tensor]:
+        return batches(len(self.data), self.batch_size, self.generator, self.ctx.device)
+
+    def train_mode(self) -> None:
+        self.ctx.classifier.train()
+        for module in self.ctx.masker.modules().values():
+            module.train()
+
+    def fit(self, progress: bool = True) -> list[EpochStats]:
+        """``recipe.epochs`` epochs with the recipe's per-step schedule on every optimiser."""
+        from tqdm.auto import tqdm
+
+        ctx, recipe, device = self.ctx, self.ctx.recipe, self.ctx.device
+        total = self.steps_per_epoch * recipe.epochs
+        optimizers = [ctx.optimizer, *([ctx.masker.optimizer] if ctx.masker.optimizer is not None else [])]
+        schedulers = [torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: lr_factor(recipe, s, total, self.steps_per_epoch)) for opt in optimizers]
+        history = []
+        self.train_mode()
+        for epoch in range(1, recipe.epochs + 1):
+            loss_sum = torch.zeros((), device=device)
+            correct_sum = torch.zeros((), device=device)
+            start = time.perf_counter()
+            bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch}/{recipe.epochs}", disable=not progress,
+                       unit="step", dynamic_ncols=True)
+            for idx in self.batches():
+                stats = self.step(idx)
+                loss_sum += stats["loss"].detach() * self.batch_size
+                correct_sum += stats["correct"].detach()
+                for scheduler in schedulers:
+                    scheduler.step()
+                bar.update()
+            seen = self.steps_per_epoch * self.batch_size
+            loss, acc = (loss_sum / seen).item(), (correct_sum / seen).item() * 100  # one sync per epoch
+            record = EpochStats(epoch, loss, acc, seen, time.perf_counter() - start)
+            bar.set_postfix_str(f"loss {loss:.4f}  acc {acc:.2f}%  {record.images_per_second:,.0f} img/s")
+            bar.close()
+            history.append(record)
+        return history
