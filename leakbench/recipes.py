@@ -15,7 +15,7 @@ RECIPES: dict[str, Recipe] = {
     # perf-anchors.md §4: batch 512, Nesterov, 20% linear warm-up then linear decay.
     "fast": Recipe(
         "fast", epochs=30, batch_size=512, lr=0.2, nesterov=True, schedule="onecycle",
-        warmup_epochs=6.0, label_smoothing=0.0,
+        warmup_fraction=0.2, label_smoothing=0.1,
     ),
 }
 
@@ -39,10 +39,10 @@ def resolve_recipe(
     return recipe
 
 
-def lr_factor(recipe: Recipe, step: int, total_steps: int, steps_per_epoch: int) -> float:
+def lr_factor(recipe: Recipe, step: int, total_steps: int) -> float:
     """Multiplier on the base learning rate at ``step`` (0-based), per the recipe's schedule."""
     t = step / max(1, total_steps)
-    warmup = recipe.warmup_epochs * steps_per_epoch
+    warmup = recipe.warmup_fraction * total_steps
     if recipe.schedule == "onecycle":
         if step < warmup:
             return 0.2 + 0.8 * step / warmup

@@ -159,7 +159,7 @@ class Trainer:
         total = self.steps_per_epoch * recipe.epochs
         optimizers = [ctx.optimizer, *([ctx.masker.optimizer] if ctx.masker.optimizer is not None else [])]
         schedulers = [torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: lr_factor(recipe, s, total, self.steps_per_epoch)) for opt in optimizers]
+            opt, lambda s: lr_factor(recipe, s, total)) for opt in optimizers]
         history = []
         self.train_mode()
         for epoch in range(1, recipe.epochs + 1):

@@ -121,7 +121,7 @@ class Recipe:
     weight_decay: float = 5e-4
     nesterov: bool = False
     schedule: str = "step"  # constant | step | cosine | onecycle
-    warmup_epochs: float = 0.0
+    warmup_fraction: float = 0.0  # share of all steps spent warming up linearly from 0.2x
     label_smoothing: float = 0.0
     masker_lr: float = 1e-3
     masker_weight_decay: float = 1e-4

@@ -66,7 +66,7 @@ def test_leak_plan_strength_and_reliability(registry):
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_schedules_start_high_and_end_low(name):
     recipe = dataclasses.replace(RECIPES[name], epochs=10)
-    factors = [lr_factor(recipe, s, 1000, 100) for s in range(1000)]
+    factors = [lr_factor(recipe, s, 1000) for s in range(1000)]
     assert max(factors) == pytest.approx(1.0, abs=0.01)
     assert factors[-1] <= 0.011
     assert all(f >= 0 for f in factors)
