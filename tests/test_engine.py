@@ -96,3 +96,27 @@ def test_met_step_updates_classifier_and_masker_and_keeps_the_encoder_off_the_ma
     loss = masker.objective(mask, torch.randn(8, 10), classifier(x * (1 - mask)), y)
     grads = torch.autograd.grad(loss, [feats[0]], allow_unused=True)
     assert grads[0] is None
+
+
+def test_gpu_code_path_runs_under_bf16_autocast_and_channels_last(registry):
+    """The CUDA path (bf16 autocast, channels_last) exercised on CPU, where autocast also exists."""
+    from leakbench.evaluation import evaluate
+    from leakbench.types import ImageSet
+
+    torch.manual_seed(0)
+    recipe, device = RECIPES["fast"], torch.device("cpu")
+    classifier = create_classifier("resnet18", 10, 16, channels=(8, 16, 32, 64)).to(memory_format=torch.channels_last)
+    masker = registry.create("maskers", "casme")
+    masker.build(classifier, 16, recipe, device)
+    bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    ctx = TrainContext(classifier, masker, make_optimizer(classifier.parameters(), recipe, device), recipe, device,
+                       bf16)
+    x = torch.randn(8, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    stats = registry.create("methods", "met").train_step(ctx, x, torch.randint(0, 10, (8,)), None)
+    assert torch.isfinite(stats["loss"]) and stats["loss"].dtype == torch.float32
+    leak = registry.create("leakages", "binary-corner")
+    leak.prepare(10, 16)
+    data = ImageSet(torch.randint(0, 256, (20, 3, 16, 16), dtype=torch.uint8), torch.arange(20) % 10,
+                    [str(i) for i in range(10)])
+    metrics = evaluate(classifier, masker, leak, data, Normalizer((0.5,) * 3, (0.25,) * 3, device), 8, 0, bf16)
+    assert 0 <= metrics["acc_clean"] <= 100 and 0 <= metrics["leak_coverage"] <= 1
