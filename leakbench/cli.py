@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from leakbench.data_cli import data
 from leakbench.errors import LeakbenchError, PluginError
 
 KIND_CHOICES = ("datasets", "leakages", "maskers", "methods")
@@ -184,6 +185,9 @@ def bench(methods: tuple[str, ...], steps: int, warmup: int, compile_: bool, lea
                    f"({row['train_step_ms']:.1f} ms/step, {cost:.2f}x {rows[0]['method']} per image)  "
                    f"eval {row['eval_images_per_second']:>10,.0f} img/s")
     click.echo(f"rows appended to {path}")
+
+
+cli.add_command(data)
 
 
 def build_cli() -> click.Group:

@@ -1,0 +1,99 @@
+"""Tiny ImageNet (cs231n): 200 ImageNet classes at 64x64, from the official layout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from leakbench import hookimpl
+from leakbench.datastore import CachedDataset, CacheWriter, Download
+from leakbench.errors import LeakbenchError
+from leakbench.extract import Source
+
+LAYOUT = ("tiny-imagenet-200/{wnids.txt,words.txt}, train/<wnid>/images/*.JPEG, "
+          "val/images/*.JPEG and val/val_annotations.txt (official layout)")
+PARTS = " (the part archives: pass all three, repeating --from)"
+
+
+@dataclass
+class TinyImageNet(CachedDataset):
+    """Tiny ImageNet: 100,000 train / 10,000 val 64x64 photos, 200 classes (wnids, sorted)."""
+
+    name: ClassVar[str] = "tiny-imagenet"
+    title: ClassVar[str] = "Tiny ImageNet"
+    # train-set statistics (the widely used values; `leakbench data list --json` shows the measured ones)
+    mean: ClassVar[tuple[float, float, float]] = (0.4802, 0.4481, 0.3975)
+    std: ClassVar[tuple[float, float, float]] = (0.2770, 0.2691, 0.2821)
+    crop_padding: ClassVar[int] = 8  # CIFAR's 4 px at 32 px, scaled to 64 px
+    flip: ClassVar[bool] = True
+    default_recipe: ClassVar[str] = "paper"
+    counts: ClassVar[dict[str, int]] = {"train": 100_000, "val": 10_000}
+    known_sources: ClassVar[dict[str, str]] = {
+        "tiny-imagenet-200.part0.tar.gz": "sha256:8523c849f46825d54b606be1736d8bb36b3455e5bb0ca1afb835120ababaa090",
+        "tiny-imagenet-200.part1.tar.gz": "sha256:95036906edae1f48f254d339178298bcb4ca39940b6a4af7fe0e1d66eb33cc6d",
+        "tiny-imagenet-200.part2.tar.gz": "sha256:41a4d23a66461414e9eefc887009f1a124a46f4e1ca53334dfe7d00a5113e2b3",
+        "tiny-imagenet-200.zip": "md5:90528d7ca1a48142e341f4ef8d21d0de",
+    }
+    downloads: ClassVar[tuple[Download, ...]] = (
+        Download(("http://cs231n.stanford.edu/tiny-imagenet-200.zip",), "tiny-imagenet-200.zip",
+                 "md5:90528d7ca1a48142e341f4ef8d21d0de"),
+    )
+    from_example: ClassVar[str] = "tiny-imagenet-200.part0.tar.gz --from ...part1.tar.gz --from ...part2.tar.gz"
+    from_also: ClassVar[str] = "the official tiny-imagenet-200.zip, or the extracted tiny-imagenet-200 folder"
+
+    def wanted(self, name: str) -> bool:
+        # the unlabelled test/ split and the bounding boxes are not used
+        return "/test/" not in f"/{name}" and not name.endswith("_boxes.txt")
+
+    def build(self, source: Source, out: CacheWriter) -> None:
+        wnids_file = source.find_one("wnids.txt")
+        if wnids_file is None:
+            raise LeakbenchError(f"Tiny ImageNet: no wnids.txt in {', '.join(map(str, source.origins))}; "
+                                 f"expected {LAYOUT}{PARTS}")
+        base = wnids_file[: -len("wnids.txt")]
+        wnids = sorted({w.strip() for w in source.read(wnids_file).decode().split() if w.strip()})
+        words = {}
+        if f"{base}words.txt" in source.entries:
+            for line in source.read(f"{base}words.txt").decode().splitlines():
+                wnid, _, text = line.partition("\t")
+                words[wnid] = text.strip()
+        out.classes = [words.get(w) or w for w in wnids]
+        out.layout = "tiny-imagenet-200"
+        index = {w: i for i, w in enumerate(wnids)}
+
+        train = [n for n in source.names() if n.startswith(f"{base}train/") and n.endswith(".JPEG")]
+        by_class = {n[len(base) + 6:].split("/", 1)[0] for n in train}
+        if unknown := sorted(by_class - set(index)):
+            raise LeakbenchError(f"Tiny ImageNet: train/ has classes not in wnids.txt ({', '.join(unknown[:3])})")
+        if missing := sorted(set(index) - by_class):
+            raise LeakbenchError(f"Tiny ImageNet: train/ has no images for {len(missing)} of the {len(wnids)} "
+                                 f"classes in wnids.txt (e.g. {missing[0]}); expected {LAYOUT}{PARTS}")
+        out.decode("train", source, train, [index[n[len(base) + 6:].split("/", 1)[0]] for n in train], size=64)
+
+        annotations = f"{base}val/val_annotations.txt"
+        if annotations not in source.entries:
+            raise LeakbenchError(f"Tiny ImageNet: {annotations} is missing; expected {LAYOUT}{PARTS}")
+        val, labels = [], []
+        for number, line in enumerate(source.read(annotations).decode().splitlines(), 1):
+            fields = line.split("\t")
+            if len(fields) < 2 or fields[1] not in index:
+                raise LeakbenchError(f"Tiny ImageNet: {annotations} line {number} has no known wnid: {line[:60]!r}")
+            val.append(f"{base}val/images/{fields[0]}")
+            labels.append(index[fields[1]])
+        images = {n for n in source.names() if n.startswith(f"{base}val/images/")}
+        if missing := sorted(set(val) - images):
+            raise LeakbenchError(f"Tiny ImageNet: {len(missing)} validation images listed in val_annotations.txt "
+                                 f"are missing (e.g. {missing[0]})")
+        if extra := sorted(images - set(val)):
+            raise LeakbenchError(f"Tiny ImageNet: {len(extra)} validation images have no line in "
+                                 f"val_annotations.txt (e.g. {extra[0]})")
+        out.decode("val", source, val, labels, size=64)
+
+    def describe(self) -> str:
+        return ("official val set (with val_annotations.txt labels) as the val split; class names from words.txt; "
+                "greyscale JPEGs converted to RGB")
+
+
+@hookimpl
+def register_datasets():
+    return [TinyImageNet]
