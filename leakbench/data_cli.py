@@ -42,13 +42,14 @@ def prepare(dataset: str, sources: tuple[Path, ...], data_root: Path | None, for
     if not isinstance(plugin, datastore.CachedDataset):
         raise LeakbenchError(f"dataset '{plugin.name}' needs no preparation; "
                              f"these do: {', '.join(_cached_datasets())}")
-    in_place = plugin.in_place_sources(root)
-    if in_place is not None and sources:
-        raise LeakbenchError(f"{plugin.name} reads its images where they are: "
-                             f"run `leakbench data prepare {plugin.name} --data-root DIR` without --from")
     started = dt.datetime.now(dt.timezone.utc)
-    if sources or in_place is not None:
-        manifest = datastore.prepare(plugin, root, list(sources or in_place), force=force)
+    if plugin.in_place:
+        if sources:
+            raise LeakbenchError(f"{plugin.name} reads its images where they are: "
+                                 f"run `leakbench data prepare {plugin.name} --data-root DIR` without --from")
+        manifest = datastore.prepare(plugin, root, plugin.in_place_sources(root), force=force)
+    elif sources:
+        manifest = datastore.prepare(plugin, root, list(sources), force=force)
     elif not force and (existing := datastore.read_manifest(plugin.cache_dir(root))):
         manifest = existing
     else:
@@ -73,8 +74,8 @@ def list_(data_root: Path | None, as_json: bool) -> None:
     root = resolve_root(data_root)
     rows = []
     for name, cls in _cached_datasets().items():
-        if name == "imagefolder":  # no fixed place: it lives wherever --data-root DIR points
-            rows.append({"dataset": name, "state": "in place", "source": "--dataset imagefolder --data-root DIR"})
+        if cls.in_place:  # no fixed place: it lives wherever --data-root DIR points
+            rows.append({"dataset": name, "state": "in place", "source": f"--dataset {name} --data-root DIR"})
             continue
         row = datastore.cache_status(cls(), root)
         if as_json and row["state"] == "prepared":

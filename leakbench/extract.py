@@ -213,14 +213,6 @@ def safe_unpickle(data: bytes, what: str) -> object:
         raise LeakbenchError(f"cannot read {what} as a CIFAR pickle ({exc}); copy or download it again") from exc
 
 
-def channel_sums(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Per-channel sum and sum of squares (float64), and the image count: for mean/std."""
-    import numpy as np
-
-    flat = images.reshape(len(images), 3, -1).astype(np.float32)
-    return flat.sum((0, 2), dtype=np.float64), np.square(flat).sum((0, 2), dtype=np.float64), len(images)
-
-
 class BadImage(Exception):
     """A file that would not decode, or has the wrong size: (index in the split, reason)."""
 
@@ -270,18 +262,20 @@ def decode_image(data: bytes, resize: int = 0) -> np.ndarray:
     return np.asarray(rgb).transpose(2, 0, 1)
 
 
-def decode_chunk(task: tuple) -> tuple[np.ndarray, np.ndarray, int]:
+def decode_chunk(task: tuple) -> int:
     """Worker: decode images ``start:stop`` and write them into the split's .npy file in place."""
     import numpy as np
 
     path, start, stop, (height, width), resize, blobs = task
-    blobs = _BLOBS[start:stop] if blobs is None else blobs
+    blobs = [b if isinstance(b, bytes) else _read_file(b, start + i) for i, b in
+             enumerate(_BLOBS[start:stop] if blobs is None else blobs)]
     chunk = np.empty((stop - start, 3, height, width), np.uint8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29 warns on every decode
+        images = _decode_jpegs(blobs) if not resize else None
         for i, blob in enumerate(blobs):
             try:
-                image = decode_image(blob if isinstance(blob, bytes) else Path(blob).read_bytes(), resize)
+                image = images[i] if images is not None else decode_image(blob, resize)
             except Exception as exc:
                 raise BadImage(start + i, f"{type(exc).__name__}: {exc}") from None
             if image.shape[1:] != (height, width):
@@ -291,7 +285,28 @@ def decode_chunk(task: tuple) -> tuple[np.ndarray, np.ndarray, int]:
     out = np.load(path, mmap_mode="r+")
     out[start:stop] = chunk
     out.flush()
-    return channel_sums(chunk)
+    return stop - start
+
+
+def _read_file(path: Path, index: int) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise BadImage(index, exc.strerror or str(exc)) from None
+
+
+def _decode_jpegs(blobs: list[bytes]) -> list | None:
+    """All of a chunk in one torchvision call (about 15% faster than one call per image);
+    None when the chunk holds anything but JPEGs or one fails, so each image gets its own try."""
+    decode_jpeg = _jpeg_decoder()
+    if decode_jpeg is None or not all(b[:3] == b"\xff\xd8\xff" for b in blobs):
+        return None
+    import torch
+
+    try:
+        return [t.numpy() for t in decode_jpeg([torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs])]
+    except RuntimeError:
+        return None
 
 
 def decode_first(source: Source, name: str) -> np.ndarray:
@@ -317,9 +332,8 @@ def _worker_init() -> None:
     torch.set_num_threads(1)  # one decoder per core; also keeps forked children clear of OpenMP pools
 
 
-def decode_chunks(path: Path, blobs: list[bytes | Path], shape: tuple[int, int],
-                  resize: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
-    """Decode ``blobs`` into the .npy at ``path`` in chunks; yield each chunk's channel sums.
+def decode_chunks(path: Path, blobs: list[bytes | Path], shape: tuple[int, int], resize: int = 0) -> Iterator[int]:
+    """Decode ``blobs`` into the .npy at ``path`` in chunks; yield how many images each chunk held.
 
     Large splits go to a process pool. On Linux the workers are forked: they inherit torch
     already imported (a spawned worker spends seconds importing it) and the encoded bytes,

@@ -184,6 +184,36 @@ def test_cifar10_downloads_once_through_torchvision_then_loads_from_the_cache(tm
     assert (tmp_path / "downloads" / "cifar10" / "cifar-10-python.tar.gz").exists()
 
 
+def test_multi_file_downloads_fall_back_to_the_next_mirror(tmp_path, monkeypatch):
+    import torchvision.datasets.utils as tv_utils
+
+    rng = np.random.default_rng(1)
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    for prefix, n in (("train", 5), ("t10k", 3)):
+        write_idx(fake / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)), gz=True)
+        write_idx(fake / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n), gz=True)
+    tried = []
+
+    def download_url(url, root, filename, md5):
+        tried.append(url.split("/")[2])
+        if "ossci" in url:
+            raise OSError("HTTP Error 503: the first mirror is down")
+        Path(root).mkdir(parents=True, exist_ok=True)
+        (Path(root) / filename).write_bytes((fake / filename).read_bytes())
+
+    cls = type(dataset("mnist"))
+    monkeypatch.delenv("LEAKBENCH_OFFLINE")
+    monkeypatch.setattr(tv_utils, "download_url", download_url)
+    monkeypatch.setattr(datastore.socket, "create_connection", lambda *a, **k: io.BytesIO())
+    monkeypatch.setattr(cls, "known_sources", {})
+    monkeypatch.setattr(cls, "downloads", tuple(
+        datastore.Download(d.urls, d.filename, "md5:" + extract.file_digest(fake / d.filename, "md5"))
+        for d in cls.downloads))
+    assert len(dataset("mnist").load("train", tmp_path / "root")) == 5
+    assert tried == ["ossci-datasets.s3.amazonaws.com", "yann.lecun.com"] * 4
+
+
 # --- the other torchvision datasets, in their official file formats --------------------------------------------
 
 def test_cifar100_reads_fine_labels_and_class_names_from_meta(tmp_path):
@@ -434,6 +464,14 @@ def test_verified_sources_must_hold_the_official_counts(tmp_path, monkeypatch):
         datastore.prepare(dataset("cifar10"), tmp_path / "root", [archive])
 
 
+def test_two_copies_of_a_dataset_in_one_source_are_refused(tmp_path):
+    for copy in ("MNIST/raw", "backup"):
+        (tmp_path / "src" / copy).mkdir(parents=True)
+        write_idx(tmp_path / "src" / copy / "train-images-idx3-ubyte", np.zeros((2, 28, 28)), gz=False)
+    with pytest.raises(LeakbenchError, match=r"found train-images-idx3-ubyte in several folders \(MNIST/raw, backup\)"):
+        datastore.prepare(dataset("mnist"), tmp_path / "root", [tmp_path / "src"])
+
+
 def test_wrong_layout_says_which_layouts_were_expected(tmp_path):
     write_image(tmp_path / "src" / "holiday.jpg", (1, 2, 3))
     with pytest.raises(LeakbenchError, match=r"does not hold CIFAR-10: expected cifar-10-batches-py.* or cifar10-jpeg"):
@@ -466,8 +504,8 @@ def test_real_tiny_imagenet_counts_shapes_classes_and_rgb(real_tiny):
     assert torch.bincount(train.labels).tolist() == [500] * 200 and torch.bincount(val.labels).tolist() == [50] * 200
     grey = (val.images[:, 0] == val.images[:, 1]).all((1, 2)) & (val.images[:, 1] == val.images[:, 2]).all((1, 2))
     assert 50 < int(grey.sum()) < 1000  # ~2% of the JPEGs are greyscale; they are stored as 3 equal channels
-    measured = manifest["splits"]["train"]
-    assert np.allclose(ds.mean, measured["mean"], atol=2e-3) and np.allclose(ds.std, measured["std"], atol=2e-3)
+    measured = manifest["splits"]["train"]  # from a subsample of ~8k images
+    assert np.allclose(ds.mean, measured["mean"], atol=5e-3) and np.allclose(ds.std, measured["std"], atol=5e-3)
 
 
 def test_real_tiny_imagenet_val_labels_and_pixels_follow_the_annotations(real_tiny):

@@ -28,6 +28,7 @@ class ImageFolder(CachedDataset):
     flip: ClassVar[bool] = True
     default_recipe: ClassVar[str] = "paper"
     from_example: ClassVar[str] = "DIR"
+    in_place: ClassVar[bool] = True
     path: str = ""
     size: int = 0
     stats: Literal["train", "imagenet"] = "train"
