@@ -67,6 +67,7 @@ class CachedDataset(Dataset):
     from_example: ClassVar[str] = ""  # what to pass to --from, shown in messages
     from_also: ClassVar[str] = ""  # other accepted sources, shown in messages
     in_place: ClassVar[bool] = False  # True: read where the files lie (in_place_sources), no fixed cache
+    notes: ClassVar[str] = ""  # for describe(): splits, labels, preprocessing
     limit: int = 0
 
     def __post_init__(self) -> None:
@@ -83,6 +84,11 @@ class CachedDataset(Dataset):
 
     def cache_dir(self, root: Path) -> Path:
         return Path(root) / self.name
+
+    def describe(self) -> str:
+        subset = f"only the first {self.limit} images of each split, round-robin over the classes" if self.limit \
+            else "limit=N keeps the first N images of each split, round-robin over the classes"
+        return "; ".join(filter(None, [self.notes, subset]))
 
     def use_manifest(self, manifest: dict[str, Any]) -> None:
         """Called on every load with the cache's manifest (e.g. to adopt its measured mean/std)."""

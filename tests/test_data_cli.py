@@ -132,4 +132,5 @@ def test_real_cifar10_short_run_through_the_cli(real_cifar, tmp_path):
     with open(tmp_path / "boards" / "cifar10.csv", newline="") as handle:
         (row,) = list(csv.DictReader(handle))
     assert row["dataset"] == "cifar10:limit=128" and row["method"] == "naive"
+    assert "first 128 images" in row["dataset_notes"]
     assert 0 <= float(row["acc_clean"]) <= 100

@@ -133,6 +133,7 @@ def test_limit_takes_the_first_images_round_robin_over_classes(tmp_path):
     datastore.prepare(dataset("cifar10"), tmp_path, [make_cifar_tree(tmp_path / "src")])
     ds, train, val = load_both("cifar10:limit=12", tmp_path)
     assert len(train) == 12 and len(val) == 12 and ds.spec() == "cifar10:limit=12"
+    assert "only the first 12 images of each split" in ds.describe()
     assert sorted(torch.bincount(train.labels, minlength=10).tolist()) == [1] * 8 + [2] * 2
     with pytest.raises(LeakbenchError, match="limit"):
         dataset("cifar10:limit=-1")

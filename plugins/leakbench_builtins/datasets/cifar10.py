@@ -31,6 +31,7 @@ class Cifar10(CachedDataset):
     crop_padding: ClassVar[int] = 4
     flip: ClassVar[bool] = True
     default_recipe: ClassVar[str] = "paper"
+    notes: ClassVar[str] = "official test set as the val split; kuangliu normalisation"
     counts: ClassVar[dict[str, int]] = {"train": 50_000, "val": 10_000}
     known_sources: ClassVar[dict[str, str]] = {
         "cifar10-jpeg.tar.gz": "sha256:ff26949c34c4e67da3fa472a1f142e33365dea058f94f1fa369b14ef3d986968",
@@ -61,10 +62,6 @@ class Cifar10(CachedDataset):
                 raise LeakbenchError(f"CIFAR-10 {split} folders are {', '.join(found)}; "
                                      f"expected the 10 classes {', '.join(CLASSES)}")
             out.decode(split, source, [n for n, _ in items], [CLASSES.index(c) for _, c in items], size=32)
-
-    def describe(self) -> str:
-        return ("official test set as the val split; kuangliu normalisation; "
-                "limit=N keeps N images per split, taken round-robin over the classes")
 
 
 def read_pickles(source: Source, title: str, files: list[str], label_key: str,

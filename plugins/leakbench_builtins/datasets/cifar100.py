@@ -26,6 +26,7 @@ class Cifar100(CachedDataset):
     crop_padding: ClassVar[int] = 4
     flip: ClassVar[bool] = True
     default_recipe: ClassVar[str] = "paper"
+    notes: ClassVar[str] = "official test set as the val split; fine labels (100 classes)"
     counts: ClassVar[dict[str, int]] = {"train": 50_000, "val": 10_000}
     known_sources: ClassVar[dict[str, str]] = {"cifar-100-python.tar.gz": MD5}
     downloads: ClassVar[tuple[Download, ...]] = (
@@ -47,9 +48,6 @@ class Cifar100(CachedDataset):
         for split, file in (("train", "train"), ("val", "test")):
             images, labels, files = read_pickles(source, self.title, [file], "fine_labels", LAYOUT)
             out.put(split, images, labels, files)
-
-    def describe(self) -> str:
-        return "official test set as the val split; fine labels (100 classes); limit=N keeps N images per split"
 
 
 @hookimpl

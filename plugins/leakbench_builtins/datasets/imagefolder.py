@@ -27,6 +27,11 @@ class ImageFolder(CachedDataset):
     crop_padding: ClassVar[int] = 4
     flip: ClassVar[bool] = True
     default_recipe: ClassVar[str] = "paper"
+    notes: ClassVar[str] = (
+        "classes are the sorted train/ folder names; size=N scales the shorter side to N and crops the centre "
+        "(size=0: all images must share one size); stats=train normalises with the train split's per-channel "
+        "mean/std (measured when the cache is built), stats=imagenet with ImageNet's; the decoded cache lives in "
+        "DIR/.leakbench-cache and is rebuilt when files change")
     from_example: ClassVar[str] = "DIR"
     in_place: ClassVar[bool] = True
     path: str = ""
@@ -79,12 +84,6 @@ class ImageFolder(CachedDataset):
         if self.stats == "train":
             train = manifest["splits"]["train"]
             self._stats = (tuple(train["mean"]), tuple(train["std"]))
-
-    def describe(self) -> str:
-        return ("classes are the sorted train/ folder names; size=N scales the shorter side to N and crops the "
-                "centre (size=0: all images must share one size); stats=train normalises with the train split's "
-                "per-channel mean/std (measured when the cache is built), stats=imagenet with ImageNet's; "
-                "the decoded cache lives in DIR/.leakbench-cache and is rebuilt when files change")
 
 
 @hookimpl

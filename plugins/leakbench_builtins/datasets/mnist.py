@@ -36,6 +36,8 @@ class Mnist(CachedDataset):
     crop_padding: ClassVar[int] = 2
     flip: ClassVar[bool] = False  # digits are not mirror-symmetric
     default_recipe: ClassVar[str] = "paper"
+    notes: ClassVar[str] = ("official test set as the val split; 28x28 padded with 2 black pixels to 32x32 and "
+                            "copied to 3 channels, so CIFAR-sized leaks and backbones apply unchanged")
     counts: ClassVar[dict[str, int]] = {"train": 60_000, "val": 10_000}
     class_names: ClassVar[tuple[str, ...]] = tuple(str(d) for d in range(10))
     # torchvision.datasets.MNIST.mirrors / .resources
@@ -61,10 +63,6 @@ class Mnist(CachedDataset):
             images = np.zeros((len(raw), 3, 32, 32), np.uint8)
             images[:, :, 2:30, 2:30] = raw[:, None]  # pad, not resize: pixels stay exact
             out.put(split, images, labels)
-
-    def describe(self) -> str:
-        return ("official test set as the val split; 28x28 padded with 2 black pixels to 32x32 and copied to "
-                "3 channels, so CIFAR-sized leaks and backbones apply unchanged")
 
 
 @dataclass

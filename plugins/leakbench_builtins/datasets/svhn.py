@@ -26,6 +26,7 @@ class Svhn(CachedDataset):
     crop_padding: ClassVar[int] = 4
     flip: ClassVar[bool] = False  # digits are not mirror-symmetric
     default_recipe: ClassVar[str] = "paper"
+    notes: ClassVar[str] = "official test set as the val split (the 'extra' set is not used); label 10 read as digit 0"
     counts: ClassVar[dict[str, int]] = {"train": 73_257, "val": 26_032}
     known_sources: ClassVar[dict[str, str]] = {"train_32x32.mat": TRAIN_MD5, "test_32x32.mat": TEST_MD5}
     downloads: ClassVar[tuple[Download, ...]] = (
@@ -60,9 +61,6 @@ class Svhn(CachedDataset):
                                      "expected X [32, 32, 3, N] and N labels")
             # the official files label the digit 0 as 10
             out.put(split, images.transpose(3, 2, 0, 1), labels.astype(np.int64) % 10)
-
-    def describe(self) -> str:
-        return "official test set as the val split (the 'extra' set is not used); label 10 read as digit 0"
 
 
 @hookimpl

@@ -27,6 +27,8 @@ class TinyImageNet(CachedDataset):
     crop_padding: ClassVar[int] = 8  # CIFAR's 4 px at 32 px, scaled to 64 px
     flip: ClassVar[bool] = True
     default_recipe: ClassVar[str] = "paper"
+    notes: ClassVar[str] = ("official val set (labels from val_annotations.txt) as the val split; class names "
+                            "from words.txt; greyscale JPEGs converted to RGB")
     counts: ClassVar[dict[str, int]] = {"train": 100_000, "val": 10_000}
     known_sources: ClassVar[dict[str, str]] = {
         "tiny-imagenet-200.part0.tar.gz": "sha256:8523c849f46825d54b606be1736d8bb36b3455e5bb0ca1afb835120ababaa090",
@@ -88,10 +90,6 @@ class TinyImageNet(CachedDataset):
             raise LeakbenchError(f"Tiny ImageNet: {len(extra)} validation images have no line in "
                                  f"val_annotations.txt (e.g. {extra[0]})")
         out.decode("val", source, val, labels, size=64)
-
-    def describe(self) -> str:
-        return ("official val set (with val_annotations.txt labels) as the val split; class names from words.txt; "
-                "greyscale JPEGs converted to RGB")
 
 
 @hookimpl
