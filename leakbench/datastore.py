@@ -351,28 +351,35 @@ def download(dataset: CachedDataset, root: Path) -> list[Path]:
         raise LeakbenchError(f"{missing}; {prepare_hint(dataset, root)}")
     if os.environ.get("LEAKBENCH_OFFLINE"):
         raise LeakbenchError(f"{missing} and LEAKBENCH_OFFLINE is set; {prepare_hint(dataset, root)}")
+    from filelock import FileLock
     from torchvision.datasets.utils import download_url
 
     target = Path(root) / "downloads" / dataset.name
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LeakbenchError(f"{missing} and cannot be downloaded into {target} ({exc.strerror}); "
+                             f"{prepare_hint(dataset, root)}") from None
     files = []
-    for item in dataset.downloads:
-        path = target / item.filename
-        algorithm, _, want = item.checksum.partition(":")
-        if not (path.exists() and file_digest(path, algorithm) == want):
-            errors = []
-            for url in item.urls:
-                try:
+    with FileLock(str(target / ".download.lock")):  # two runs starting at once download once
+        for item in dataset.downloads:
+            path = target / item.filename
+            algorithm, _, want = item.checksum.partition(":")
+            if not (path.exists() and file_digest(path, algorithm) == want):
+                errors = []
+                for url in item.urls:
                     parts = urllib.parse.urlsplit(url)
-                    port = parts.port or (443 if parts.scheme == "https" else 80)
-                    socket.create_connection((parts.hostname, port), timeout=10).close()  # fail fast offline
-                    download_url(url, target, item.filename, want if algorithm == "md5" else None)
-                    break
-                except (OSError, RuntimeError) as exc:
-                    errors.append(f"{parts.hostname}: {exc}")
-            else:
-                raise LeakbenchError(f"{missing} and downloading it failed ({'; '.join(errors)}); "
-                                     f"{prepare_hint(dataset, root)}")
-        files.append(path)
+                    try:
+                        port = parts.port or (443 if parts.scheme == "https" else 80)
+                        socket.create_connection((parts.hostname, port), timeout=10).close()  # fail fast offline
+                        download_url(url, target, item.filename, want if algorithm == "md5" else None)
+                        break
+                    except (OSError, RuntimeError) as exc:
+                        errors.append(f"{parts.hostname}: {exc}")
+                else:
+                    raise LeakbenchError(f"{missing} and downloading it failed ({'; '.join(errors)}); "
+                                         f"{prepare_hint(dataset, root)}")
+            files.append(path)
     return files
 
 
