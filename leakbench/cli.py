@@ -11,6 +11,7 @@ import click
 
 from leakbench.data_cli import data
 from leakbench.errors import LeakbenchError, PluginError
+from leakbench.report_cli import plot, show, sweep
 
 KIND_CHOICES = ("datasets", "leakages", "maskers", "methods")
 
@@ -65,7 +66,8 @@ def cli() -> None:
 @click.option("--leaderboard-dir", type=click.Path(path_type=Path), default=Path("leaderboards"), show_default=True)
 @click.option("--data-root", type=click.Path(path_type=Path), default=None,
               help="Where datasets live (default: $LEAKBENCH_DATA or ~/.cache/leakbench).")
-@click.option("--save-dir", type=click.Path(path_type=Path), default=None, help="Save checkpoints here.")
+@click.option("--save-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
+              help="Save checkpoints under SAVE_DIR/<run_id>/ (for `leakbench show --run`).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def run(compile_: bool, **options) -> None:
     """Train and evaluate one configuration; append a row to LEADERBOARD_DIR/<dataset>.csv."""
@@ -188,6 +190,10 @@ def bench(methods: tuple[str, ...], steps: int, warmup: int, compile_: bool, lea
 
 
 cli.add_command(data)
+
+cli.add_command(show)
+cli.add_command(plot)
+cli.add_command(sweep)
 
 
 def build_cli() -> click.Group:

@@ -171,12 +171,13 @@ def run_one(config: RunConfig, registry: Registry | None = None, write: bool = T
     with stage("evaluation"):
         metrics = evaluate(trainer.ctx.classifier, masker, leakage, session.val_set, trainer.normalize,
                            recipe.eval_batch_size, config.seed, trainer.ctx.autocast)
-    if config.save_dir is not None:
-        save_checkpoint(Path(config.save_dir), classifier, masker, config)
+    run_id = uuid.uuid4().hex[:12]
+    if config.save_dir is not None:  # the parent folder: each run gets <save_dir>/<run_id>/
+        save_checkpoint(Path(config.save_dir) / run_id, classifier, masker, config)
 
     images_seen = sum(h.images for h in history)
     row = {
-        "run_id": uuid.uuid4().hex[:12],
+        "run_id": run_id,
         "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "dataset": dataset.spec(), "leakage": leakage.spec(), "strength": config.strength,
         "reliability": config.reliability, "leak_stage": config.leak_stage if method.spoils_training else "",

@@ -250,7 +250,7 @@ class RunConfig:
     leak_stage: str = "after"
     compile: bool = False
     quiet: bool = False
-    save_dir: Path | None = None
+    save_dir: Path | None = Path("runs")  # checkpoints go to <save_dir>/<run_id>/; None: not saved
 
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

@@ -1,0 +1,286 @@
+"""Grids of runs: expand, skip what the leaderboard already holds, keep going past failures.
+
+A sweep is a product of axes (methods x maskers x leakages x seeds x knobs). Every cell is
+planned first (``plan_run``) so its ``config_hash`` is known before anything trains: cells
+whose hash is already a leaderboard row are skipped, cells that cannot be planned (an
+impossible option) are reported, and the others run one after another. A failed run costs
+only its own row; the sweep reports every failure at the end.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from leakbench.errors import LeakbenchError
+from leakbench.registry import Registry, parse_spec
+from leakbench.types import RunConfig
+
+# RunConfig fields a grid may vary; other fields are fixed settings for every cell.
+AXES = ("dataset", "leakage", "method", "masker", "backbone", "recipe", "epochs", "batch_size", "lr", "seed",
+        "strength", "reliability", "leak_stage")
+SETTINGS = ("device", "leaderboard_dir", "data_root", "save_dir", "compile", "quiet")
+PLURALS = {f"{a}s": a for a in AXES} | {"lambda_rs": "lambda_r"}
+SHORTHAND_OPTIONS = ("lambda_r",)  # plugin options accepted at the top level of a sweep file
+
+
+@dataclass
+class Grid:
+    """Axes (lists of values per RunConfig field), plugin options to vary, fixed settings."""
+
+    axes: dict[str, list[Any]] = field(default_factory=dict)
+    options: dict[str, list[Any]] = field(default_factory=dict)  # e.g. {"lambda_r": [1, 10, 100]}
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def merged(self, other: Grid) -> Grid:
+        """``other`` overrides this grid axis by axis (command-line flags over a file)."""
+        return Grid({**self.axes, **other.axes}, {**self.options, **other.options},
+                    {**self.settings, **other.settings})
+
+
+def load_toml(path: Path) -> Grid:
+    """Read a sweep file: lists are axes, scalars are fixed, ``[options]`` holds plugin options.
+
+    Example::
+
+        method = ["naive", "met", "oracle"]
+        seed = [0, 1, 2]
+        reliability = [1.0, 0.9, 0.7, 0.5]
+        epochs = 5
+        [options]
+        lambda_r = [1, 10, 100]
+    """
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib
+        except ModuleNotFoundError:
+            raise LeakbenchError("reading sweep files on Python 3.10 needs tomli: pip install tomli") from None
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise LeakbenchError(f"cannot read sweep file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise LeakbenchError(f"sweep file {path} is not valid TOML: {exc}") from None
+    raw = raw.get("sweep", raw)
+    grid = Grid()
+    for key, value in raw.items():
+        if key == "options":
+            if not isinstance(value, dict):
+                raise LeakbenchError(f"sweep file {path}: [options] must be a table of option = [values]")
+            grid.options.update({k: _listed(v) for k, v in value.items()})
+            continue
+        name = PLURALS.get(key, key)
+        if name in AXES:
+            grid.axes[name] = _listed(value)
+        elif name in SHORTHAND_OPTIONS:
+            grid.options[name] = _listed(value)
+        elif name in SETTINGS:
+            grid.settings[name] = Path(value) if name.endswith(("_dir", "_root")) else value
+        else:
+            raise LeakbenchError(f"sweep file {path}: unknown key '{key}'; use {', '.join(AXES + SETTINGS)}, "
+                                 "lambda_r, or put plugin options under [options]")
+    return grid
+
+
+def _listed(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def split_values(text: str) -> list[str]:
+    """``"1,10,100"`` -> ["1", "10", "100"] (for numeric flags; plugin specs repeat the flag)."""
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+@dataclass
+class Cell:
+    """One configuration of the grid and what became of it."""
+
+    config: RunConfig
+    label: str
+    config_hash: str | None = None
+    status: str = "pending"  # pending | skipped | duplicate | invalid | done | failed
+    error: str = ""
+    metrics: dict[str, Any] | None = None
+    seconds: float = 0.0
+
+
+def with_option(spec: str, key: str, value: Any) -> str:
+    """``spec`` with option ``key`` set to ``value`` (replacing any earlier value)."""
+    name, options = parse_spec(spec)
+    options[key] = _text(value)
+    return name + ":" + ",".join(f"{k}={v}" for k, v in options.items())
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value)) if abs(value) < 1e15 else repr(value)
+    return str(value)
+
+
+def expand(grid: Grid, registry: Registry) -> list[Cell]:
+    """Every combination of the axes, with plugin options applied to whichever of the
+    method or masker has them (a knob that does not apply leaves the cell unchanged; the
+    duplicates this makes are dropped later by config hash)."""
+    axes = {k: v for k, v in grid.axes.items() if v}
+    if not axes.get("method"):
+        raise LeakbenchError("a sweep needs at least one method (--method NAME, repeatable, or method = [...])")
+    names = list(axes)
+    option_names = list(grid.options)
+    cells = []
+    for values in itertools.product(*(axes[n] for n in names)):
+        base = dict(zip(names, values, strict=True))
+        base["masker"] = _masker_for(str(base["method"]), base.get("masker"), registry)
+        for option_values in itertools.product(*(grid.options[o] for o in option_names)):
+            chosen = dict(base)
+            for key, value in zip(option_names, option_values, strict=True):
+                target = _owner(chosen, key, registry)
+                if target is not None:
+                    chosen[target] = with_option(chosen[target], key, value)
+            config = RunConfig(**{k: _coerce_axis(k, v) for k, v in chosen.items()}, **grid.settings)
+            cells.append(Cell(config, _label(config)))
+    return cells
+
+
+def _coerce_axis(key: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if key in ("epochs", "batch_size", "seed"):
+        return int(value)
+    if key in ("lr", "strength", "reliability"):
+        return float(value)
+    return str(value)
+
+
+def _masker_for(method_spec: str, masker: Any, registry: Registry) -> str | None:
+    """The masker axis applies to methods that train against a masker they may choose;
+    the others keep their own (none, or e.g. oracle's oracle masker)."""
+    if masker is None:
+        return None
+    name, _ = parse_spec(method_spec)
+    methods = registry.all("methods")
+    if name not in methods:
+        return str(masker)  # plan_run reports the unknown method for this cell
+    cls = methods[name].cls
+    masker_name, _ = parse_spec(str(masker))
+    if not cls.uses_masker or (cls.only_maskers and masker_name not in cls.only_maskers):
+        return None
+    return str(masker)
+
+
+def _owner(chosen: dict[str, Any], option: str, registry: Registry) -> str | None:
+    """"method" or "masker" if that plugin has ``option``; masker specs get resolved to the
+    method's default masker first, so ``lambda_r`` reaches MET's default casme masker."""
+    for kind in ("method", "masker"):
+        spec = chosen.get(kind)
+        if kind == "masker" and spec is None:
+            method_name, _ = parse_spec(str(chosen["method"]))
+            method = registry.all("methods").get(method_name)
+            if method is None or not method.cls.uses_masker:
+                continue
+            spec = method.cls.default_masker
+        if spec is None:
+            continue
+        name, _ = parse_spec(str(spec))
+        info = registry.all(f"{kind}s").get(name)
+        if info is not None and any(f.name == option for f in info.cls.options()):
+            chosen[kind] = str(spec)
+            return kind
+    return None
+
+
+def _label(config: RunConfig) -> str:
+    parts = [config.method]
+    if config.masker:
+        parts.append(f"masker {config.masker}")
+    parts += [config.dataset, config.leakage, f"seed {config.seed}"]
+    for knob, default in (("strength", 1.0), ("reliability", 1.0)):
+        if getattr(config, knob) != default:
+            parts.append(f"{knob} {getattr(config, knob)}")
+    if config.epochs is not None:
+        parts.append(f"{config.epochs} epochs")
+    return ", ".join(parts)
+
+
+def existing_hashes(leaderboard_dir: Path) -> set[str]:
+    """Config hashes of every row already in the leaderboards under ``leaderboard_dir``."""
+    from leakbench import leaderboard as lb
+
+    frame = lb.read(lb.result_files(leaderboard_dir))
+    if frame.empty:
+        return set()
+    return set(frame["config_hash"].dropna().astype(str))
+
+
+def plan_cells(cells: Iterable[Cell], registry: Registry, leaderboard_dir: Path) -> list[Cell]:
+    """Hash every cell; mark invalid, duplicate and already-run cells. Nothing trains."""
+    from leakbench.pipeline import config_hash, plan_run
+
+    done = existing_hashes(leaderboard_dir)
+    seen: set[str] = set()
+    out = []
+    for cell in cells:
+        try:
+            cell.config_hash = config_hash(cell.config, plan_run(cell.config, registry))
+        except LeakbenchError as exc:
+            cell.status, cell.error = "invalid", str(exc)
+        else:
+            if cell.config_hash in seen:
+                cell.status = "duplicate"
+            elif cell.config_hash in done:
+                cell.status = "skipped"
+            seen.add(cell.config_hash)
+        out.append(cell)
+    return out
+
+
+def run_cells(
+    cells: list[Cell],
+    registry: Registry,
+    echo: Callable[[str], None] = print,
+    runner: Callable[..., Any] | None = None,
+) -> list[Cell]:
+    """Run the pending cells in order; a failure is recorded and the sweep goes on."""
+    from leakbench.pipeline import run_one
+
+    runner = runner or run_one
+    pending = [c for c in cells if c.status == "pending"]
+    for i, cell in enumerate(pending, 1):
+        start = time.perf_counter()
+        try:
+            result = runner(cell.config, registry)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # one bad cell must not stop the grid
+            cell.status = "failed"
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            cell.error = message if isinstance(exc, LeakbenchError) else f"{type(exc).__name__}: {message}"
+            echo(f"[{i}/{len(pending)}] FAILED {cell.label}: {cell.error}")
+        else:
+            cell.status, cell.metrics = "done", result.metrics
+            acc = result.metrics.get("acc_clean")
+            masked = result.metrics.get("acc_clean_masked")
+            shown = f"acc_clean {acc:.2f}" + (f", masked {masked:.2f}" if masked is not None else "")
+            echo(f"[{i}/{len(pending)}] {cell.label}: {shown}, run {result.row['run_id']}")
+        finally:
+            cell.seconds = time.perf_counter() - start
+    return cells
+
+
+def summary(cells: list[Cell]) -> list[str]:
+    """Counts per status, then one line per invalid or failed cell."""
+    counts = {s: sum(c.status == s for c in cells)
+              for s in ("pending", "done", "skipped", "duplicate", "invalid", "failed")}
+    to_run = f"{counts['pending']} to run, " if counts["pending"] else ""
+    lines = [f"sweep: {len(cells)} cells: {to_run}{counts['done']} ran, {counts['skipped']} already in the "
+             f"leaderboard, {counts['duplicate']} duplicates, {counts['invalid']} invalid, {counts['failed']} failed"]
+    for cell in cells:
+        if cell.status in ("invalid", "failed"):
+            lines.append(f"  {cell.status}: {cell.label}: {cell.error}")
+    return lines
+
