@@ -17,6 +17,13 @@ sys.path.insert(0, str(TESTS / "plugins"))  # file-based test plugins (not insta
 TINY = ["--dataset", "digits:size=8,width=8", "--epochs", "1", "--quiet"]
 
 
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """No downloads, and default outputs (leaderboards/, runs/) land in a temp folder, not the repo."""
+    monkeypatch.setenv("LEAKBENCH_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def registry() -> Registry:
     return Registry(get_plugin_manager())
