@@ -15,7 +15,7 @@ from leakbench.types import RunConfig
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     board = tmp_path_factory.mktemp("boards")
-    return {m: run_one(RunConfig(method=m, seed=0, quiet=True, leaderboard_dir=board)).metrics
+    return {m: run_one(RunConfig(method=m, seed=0, quiet=True, leaderboard_dir=board, save_dir=None)).metrics
             for m in ("naive", "clean", "oracle", "met")}
 
 
