@@ -39,7 +39,6 @@ def tiny(tmp_path, **kwargs) -> RunConfig:
 @pytest.mark.parametrize(("method", "masker", "supervision"), [
     ("met", "random", "none"),
     ("met", "random:size_pct=3", "none"),
-    ("met", "casme:init_bias=-4", "none"),
     ("saliency-met", None, "none"),
     ("cutout", None, "none"),
     ("cutout:size=0.25,p=0.5", None, "none"),

@@ -16,9 +16,6 @@ class CasmeMasker(Masker):
     learned: ClassVar[bool] = True
     lambda_r: float = 10.0
     clip_norm: float = 10.0
-    # Final conv bias at init; None keeps PyTorch's default (CASME). Negative values start
-    # from small masks (sigmoid(-4) ~ 2%), a guard against the whole-image collapse at low lambda_r.
-    init_bias: float | None = None
     decoder: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -31,9 +28,6 @@ class CasmeMasker(Masker):
         import torch
 
         self.decoder = _decoder(classifier.feature_channels(), image_size).to(device)
-        if self.init_bias is not None:
-            with torch.no_grad():
-                self.decoder.final.bias.fill_(self.init_bias)
         if device.type == "cuda":
             self.decoder = self.decoder.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(self.decoder.parameters(), lr=recipe.masker_lr,
