@@ -91,7 +91,7 @@ def _config_from(raw: dict[str, Any]) -> RunConfig:
 
 @dataclass
 class Panels:
-    """uint8-range float images ``[N,3,H,W]`` in [0, 1] and masks for the grid, plus predictions."""
+    """What the grid draws: images ``[N,3,H,W]`` as floats in [0, 1], masks, predictions."""
 
     original: Any
     spoiled: Any
@@ -168,6 +168,8 @@ def compute_panels(
 
 def load_models(run: LoadedRun, plan, num_classes: int, image_size: int, device) -> tuple[Any, Any]:
     """Classifier and masker with the run's weights (``weights_only=True``), in eval mode."""
+    import pickle
+
     import torch
 
     from leakbench.backbone import create_classifier, to_device
@@ -181,7 +183,7 @@ def load_models(run: LoadedRun, plan, num_classes: int, image_size: int, device)
         for name, module in plan.masker.modules().items():
             module.load_state_dict(torch.load(run.directory / f"masker_{name}.pt", map_location=device,
                                               weights_only=True))
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, pickle.UnpicklingError) as exc:  # missing, mismatched or unsafe files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LeakbenchError(f"cannot load the checkpoint in {run.directory}: {first}") from exc
     classifier.eval()

@@ -174,8 +174,10 @@ def _masker_for(method_spec: str, masker: Any, registry: Registry) -> str | None
 
 
 def _owner(chosen: dict[str, Any], option: str, registry: Registry) -> str | None:
-    """"method" or "masker" if that plugin has ``option``; masker specs get resolved to the
-    method's default masker first, so ``lambda_r`` reaches MET's default casme masker."""
+    """Which of the cell's plugins (``"method"`` or ``"masker"``) has ``option``, or None.
+
+    A cell without a masker is resolved to its method's default masker first, so
+    ``lambda_r`` reaches MET's default casme masker."""
     for kind in ("method", "masker"):
         spec = chosen.get(kind)
         if kind == "masker" and spec is None:

@@ -190,3 +190,16 @@ def test_find_run_error_is_one_line(tmp_path):
     with pytest.raises(LeakbenchError) as info:
         reports.find_run("feedfacecafe", tmp_path)
     assert "\n" not in str(info.value)
+
+
+def test_a_broken_checkpoint_is_a_one_line_error(finished_run, tmp_path):
+    import shutil
+
+    root, result = finished_run
+    copy = tmp_path / result.row["run_id"]
+    shutil.copytree(root / "runs" / result.row["run_id"], copy)
+    (copy / "masker_decoder.pt").write_bytes(b"not a checkpoint")
+    run = reports.find_run(str(copy), tmp_path)
+    with pytest.raises(LeakbenchError, match="cannot load the checkpoint") as info:
+        reports.compute_panels(run.config.dataset, run.config.leakage, run, per_class=1)
+    assert "\n" not in str(info.value)
