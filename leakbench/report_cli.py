@@ -152,7 +152,8 @@ def sweep(config_file: Path | None, methods, maskers, datasets, leakages, seeds,
         click.echo("\n".join(sw.summary(cells)))
         return
     pending = sum(c.status == "pending" for c in cells)
-    click.echo(f"sweep: {pending} to run, {len(cells) - pending} skipped or invalid, rows to {leaderboard}")
+    click.echo(f"sweep: {pending} to run, {len(cells) - pending} already done, duplicate or invalid; "
+               f"rows to {leaderboard}")
     sw.run_cells(cells, registry, echo=click.echo)
     lines = sw.summary(cells)
     click.echo("\n".join(lines))

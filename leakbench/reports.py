@@ -322,8 +322,8 @@ def _labels(table, skip: tuple[str, ...] = ()) -> list[str]:
     out = []
     for _, row in table.iterrows():
         label = str(row["method"])
-        if str(row["masker"]) not in ("none", ""):
-            label += f"\n{row['masker']}"
+        if str(row["masker"]) not in ("none", ""):  # one option per line: long specs stay readable
+            label += "\n" + str(row["masker"]).replace(":", "\n").replace(",", "\n")
         extra = [f"{c}={row[c]}" for c in varying]
         out.append(label + ("\n" + " ".join(extra) if extra else ""))
     return out
@@ -422,7 +422,7 @@ def _curves(frame, out: Path, dataset, leakage, x: str, metrics: tuple[str, ...]
             if np.isnan(mean).all():  # the metric does not apply (e.g. mask size without a masker)
                 continue
             if group["_x"].isna().all():  # the knob does not apply: a reference level
-                ax.axhline(float(np.nanmean(mean)), ls="--", lw=1, color=color, label=f"{line} (no {x})")
+                ax.axhline(float(np.nanmean(mean)), ls="--", lw=1, color=color, label=line)
                 continue
             order = np.argsort(group["_x"].astype(float).to_numpy())
             gx = group["_x"].astype(float).to_numpy()[order]
@@ -430,10 +430,19 @@ def _curves(frame, out: Path, dataset, leakage, x: str, metrics: tuple[str, ...]
                         color=color, label=line)
         if log:
             ax.set_xscale("log")
+        ticks = sorted(set(xs))
+        if len(ticks) <= 8:  # label the values that were run, not powers of ten
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.minorticks_off()
+        if metric.startswith("acc") or metric in SHARES:
+            ax.set_ylim(0, 105)
         ax.set_xlabel(x)
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, frameon=False)
-    fig.suptitle(f"{_title(table)}: mean ± std over seeds against {x}", fontsize=9)
-    fig.tight_layout()
+    handles, names = axes[0][0].get_legend_handles_labels()
+    rows = math.ceil(len(names) / 3)
+    fig.legend(handles, names, loc="lower center", ncols=3, fontsize=7, frameon=False)
+    fig.suptitle(f"{_title(table)}: mean ± std over seeds against {x} (dashed: runs without {x})", fontsize=9)
+    fig.set_size_inches(fig.get_size_inches()[0], 4.2 + 0.18 * rows)
+    fig.tight_layout(rect=(0, 0.2 * rows / (rows + 4), 1, 1))
     return _save(fig, out)
