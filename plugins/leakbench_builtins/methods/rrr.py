@@ -28,9 +28,11 @@ class RRR(Method):
 
         if leak_mask is None:
             raise ValueError("rrr needs the leak mask of each training batch, but this batch carries none")
+        # torch.compile graphs do not support double backward: use the eager module (same weights)
+        model = getattr(ctx.classifier, "_orig_mod", ctx.classifier)
         x = x.detach().requires_grad_(True)
         with ctx.autocast():
-            logits = ctx.classifier(x)
+            logits = model(x)
             loss_ce = ctx.loss(logits, y)
         # Ross et al.: d/dx of the summed log-probabilities over all classes, penalised where A = 1
         log_probs = F.log_softmax(logits.float(), dim=1).sum()
