@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from leakbench import Leakage, hookimpl
-from leakbench_builtins.leakages._palette import POSITIONS, class_colours, offsets, place
+from leakbench_builtins.leakages._palette import POSITIONS, class_colours, offsets
 
 
 @dataclass
@@ -33,11 +33,12 @@ class Patch(Leakage):
         import torch
 
         b, _, height, width = images.shape
-        top, left = offsets(self.position, b, (self.size, self.size), (height, width), generator, images.device)
-        square = torch.ones(1, 1, 1, dtype=torch.bool, device=images.device).expand(b, self.size, self.size)
-        _, mask = place(square, top, left, height, width)
-        mask = mask[:, None]
-        colours = class_colours(self.num_classes, images.device)[leak_labels]  # [B,3]
+        dev = images.device
+        top, left = offsets(self.position, b, (self.size, self.size), (height, width), generator, dev)
+        ys = torch.arange(height, device=dev).view(1, 1, -1, 1) - top.view(-1, 1, 1, 1)
+        xs = torch.arange(width, device=dev).view(1, 1, 1, -1) - left.view(-1, 1, 1, 1)
+        mask = (ys >= 0) & (ys < self.size) & (xs >= 0) & (xs < self.size)  # [B,1,H,W]
+        colours = class_colours(self.num_classes, dev)[leak_labels]  # [B,3]
         return torch.where(mask, colours[:, :, None, None], images), mask
 
 
