@@ -1,4 +1,4 @@
-"""A faint class-specific plane wave over the whole image: a SIG / frequency-band leak."""
+"""A low-amplitude class-specific plane wave over the whole image: a SIG / frequency-band leak."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def waves(num_classes: int, lowest: int) -> tuple[tuple[int, int, int], ...]:
 
 @dataclass
 class Frequency(Leakage):
-    """Faint cosine wave over the whole image; its orientation, frequency and colour encode the class."""
+    """Low-amplitude cosine wave over the whole image; its orientation, frequency and colour encode the class."""
 
     name: ClassVar[str] = "frequency"
     # Defaults tuned on digits (naive, 15 epochs): amplitude 8 or 12 was never learned, 16 was;

@@ -47,8 +47,8 @@ class Noise(Leakage):
     # attacks, was never learned there; 12 was, only just; 16 with a margin.
     epsilon: int = 16
     # Side of the repeated pattern tile, in pixels. A tiled pattern is a texture that a
-    # convolution spots anywhere (as in the patch-wise noise of Yu et al., KDD 2022); a
-    # tile as large as the image gives one unrepeated pattern per class.
+    # convolution spots anywhere; a tile as large as the image gives one unrepeated
+    # pattern per class (on digits at epsilon 16: leak following 0.85 untiled, 0.99 tiled).
     tile: int = 4
 
     def __post_init__(self) -> None:
