@@ -5,11 +5,11 @@ from __future__ import annotations
 import csv
 import json
 
+import lb_test_plugins
 import pytest
 from click.testing import CliRunner
 from conftest import TINY
 
-import lb_test_plugins
 from leakbench.cli import cli
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
+import lb_duplicate_plugin
+import lb_test_plugins
 import pluggy
 import pytest
 
-import lb_duplicate_plugin
-import lb_test_plugins
 from leakbench import hookspecs
 from leakbench.errors import LeakbenchError
 from leakbench.registry import KINDS, Registry, get_plugin_manager, parse_spec
