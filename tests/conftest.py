@@ -24,6 +24,17 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a 2-core box: a second intra-op thread mostly waits (10x slower under load)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def registry() -> Registry:
     return Registry(get_plugin_manager())

@@ -19,14 +19,6 @@ from leakbench.types import RunConfig
 TINY_DATASET = "digits:size=8,width=8"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core box: a second intra-op thread only waits (10x slower under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def tiny(tmp_path, **kwargs) -> RunConfig:
     return RunConfig(dataset=TINY_DATASET, epochs=1, quiet=True, leaderboard_dir=tmp_path / "lb",

@@ -20,14 +20,6 @@ from leakbench.types import RunConfig
 TINY_DATASET = "digits:size=8,width=8"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core box: a second intra-op thread only waits."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):

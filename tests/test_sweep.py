@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from leakbench import sweep as sw
 from leakbench.errors import LeakbenchError
@@ -14,14 +13,6 @@ from leakbench.registry import Registry
 
 TINY = ["--dataset", "digits:size=8,width=8", "--epochs", "1"]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core box: a second intra-op thread only waits."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _rows(directory):
