@@ -61,10 +61,6 @@ def create_classifier(name: str, num_classes: int, image_size: int, **kwargs: An
     return Classifier(model, name, config)
 
 
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 def describe(classifier: Classifier) -> str:
     """Short human description for leaderboard rows, e.g. ``resnet18 cifar-stem 16px channels=16``."""
     cfg = dict(classifier.config)

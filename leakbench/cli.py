@@ -190,7 +190,6 @@ def bench(methods: tuple[str, ...], steps: int, warmup: int, compile_: bool, lea
 
 
 cli.add_command(data)
-
 cli.add_command(show)
 cli.add_command(plot)
 cli.add_command(sweep)

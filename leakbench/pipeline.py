@@ -106,7 +106,6 @@ def stage(what: str) -> Iterator[None]:
 class Session:
     """Everything a plan needs on the device, built once: data, models, the trainer."""
 
-    plan: Plan
     trainer: Any  # leakbench.training.Trainer
     val_set: Any  # ImageSet on the device
     classifier: Any  # the uncompiled Classifier (for checkpoints and descriptions)
@@ -150,7 +149,7 @@ def build_session(plan: Plan) -> Session:
                                    config.reliability, config.leak_stage, gen)
     trainer = Trainer(ctx, plan.method, train_set, leak_plan, Normalizer(dataset.mean, dataset.std, device),
                       dataset.crop_padding, dataset.flip, gen)
-    return Session(plan, trainer, val_set, classifier)
+    return Session(trainer, val_set, classifier)
 
 
 def run_one(config: RunConfig, registry: Registry | None = None, write: bool = True) -> RunResult:

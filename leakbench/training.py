@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -33,7 +33,6 @@ class TrainContext:
     recipe: Recipe
     device: torch.device
     autocast: Callable[[], contextlib.AbstractContextManager]
-    extras: dict[str, Any] = field(default_factory=dict)  # per-method state (e.g. a second optimiser)
 
     def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         return F.cross_entropy(logits.float(), labels, label_smoothing=self.recipe.label_smoothing)
