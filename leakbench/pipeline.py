@@ -209,7 +209,7 @@ def config_hash(config: RunConfig, plan: Plan) -> str:
     keep = {k: v for k, v in config.as_dict().items()
             if k not in ("device", "leaderboard_dir", "data_root", "quiet", "save_dir", "compile")}
     keep.update(dataset=plan.dataset.spec(), leakage=plan.leakage.spec(), method=plan.method.spec(),
-                masker=plan.masker.spec(), recipe=plan.recipe.__dict__)
+                masker=plan.masker.spec(), recipe=plan.recipe.identity())
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 

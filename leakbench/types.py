@@ -121,11 +121,20 @@ class Recipe:
     weight_decay: float = 5e-4
     nesterov: bool = False
     schedule: str = "step"  # constant | step | cosine | onecycle
+    milestones: tuple[float, ...] = (0.375, 0.625)  # "step": lr x0.1 at these shares of training
     warmup_fraction: float = 0.0  # share of all steps spent warming up linearly from 0.2x
     label_smoothing: float = 0.0
     masker_lr: float = 1e-3
     masker_weight_decay: float = 1e-4
     eval_batch_size: int = 1000
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that shape training (milestones only matter to a step schedule), so
+        experiments keep their config hash when a field they do not use is added."""
+        fields = dict(self.__dict__)
+        if self.schedule != "step":
+            fields.pop("milestones")
+        return fields
 
 
 @dataclass

@@ -72,6 +72,21 @@ def test_schedules_start_high_and_end_low(name):
     assert all(f >= 0 for f in factors)
 
 
+def test_paper_recipe_has_the_papers_length_per_dataset():
+    from leakbench.pipeline import plan_run
+    from leakbench.types import RunConfig
+
+    cifar = plan_run(RunConfig(method="naive", dataset="cifar10")).recipe
+    assert (cifar.name, cifar.epochs, cifar.batch_size, cifar.lr) == ("paper", 400, 128, 0.1)
+    per_epoch = 390
+    total = cifar.epochs * per_epoch
+    assert [lr_factor(cifar, e * per_epoch, total) for e in (0, 149, 150, 249, 250, 399)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.01])
+    tiny = plan_run(RunConfig(method="naive", dataset="tiny-imagenet")).recipe
+    assert (tiny.name, tiny.epochs, tiny.milestones) == ("paper", 90, cifar.milestones)
+    assert plan_run(RunConfig(method="naive", dataset="tiny-imagenet", recipe="fast")).recipe.epochs == 30
+
+
 def test_met_step_updates_classifier_and_masker_and_keeps_the_encoder_off_the_masker_loss(registry):
     torch.manual_seed(0)
     recipe = RECIPES["paper"]

@@ -109,3 +109,21 @@ def test_flag_errors_are_one_line(cli_with, tmp_path):
     assert result.exit_code != 0 and "--seeds expects comma-separated numbers" in result.output
     result = cli_with(["sweep", "--seeds", "0", "--leaderboard-dir", str(tmp_path)])
     assert result.exit_code != 0 and "needs at least one method" in result.output
+
+
+SHIPPED = sorted((Path(__file__).parents[1] / "sweeps").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_sweep_files_plan_every_cell(cli_with, path):
+    """The reproduction configs in sweeps/ stay valid as plugins and flags change."""
+    result = cli_with(["sweep", "--config", str(path), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    summary = result.output.strip().splitlines()[-1]
+    assert " 0 invalid" in summary and " 0 duplicates" in summary, summary
+    assert "pending" in result.output
+
+
+def test_shipped_sweeps_include_the_papers_table_1():
+    names = {p.stem for p in SHIPPED}
+    assert {"table1-cifar10", "table1-tiny-imagenet", "lambda-r-cifar10"} <= names

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -9,6 +10,8 @@ from leakbench import hookimpl
 from leakbench.datastore import CachedDataset, CacheWriter, Download
 from leakbench.errors import LeakbenchError
 from leakbench.extract import Source
+from leakbench.recipes import RECIPES
+from leakbench.types import Recipe
 
 LAYOUT = ("tiny-imagenet-200/{wnids.txt,words.txt}, train/<wnid>/images/*.JPEG, "
           "val/images/*.JPEG and val/val_annotations.txt (official layout)")
@@ -27,6 +30,8 @@ class TinyImageNet(CachedDataset):
     crop_padding: ClassVar[int] = 8  # CIFAR's 4 px at 32 px, scaled to 64 px
     flip: ClassVar[bool] = True
     default_recipe: ClassVar[str] = "paper"
+    # the MET paper trained 90 epochs on Tiny ImageNet (400 on CIFAR-10); same schedule shape
+    recipes: ClassVar[dict[str, Recipe]] = {"paper": dataclasses.replace(RECIPES["paper"], epochs=90)}
     notes: ClassVar[str] = ("official val set (labels from val_annotations.txt) as the val split; class names "
                             "from words.txt; greyscale JPEGs converted to RGB")
     counts: ClassVar[dict[str, int]] = {"train": 100_000, "val": 10_000}
