@@ -236,8 +236,10 @@ def environment() -> dict[str, str]:
         here = Path(leakbench.__file__).resolve().parent
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True,
                                 text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        # results appended to the repo's own leaderboards/ are not code changes
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                                ":(top,exclude)leaderboards"], cwd=here, capture_output=True, text=True,
+                               timeout=5).stdout.strip()
         commit += "-dirty" if commit and dirty else ""
     except (OSError, subprocess.SubprocessError):
         pass
