@@ -142,7 +142,9 @@ def _details(info) -> list[str]:
 @click.option("--leakage", default=None, help="Only this leakage (name, any options).")
 @click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv"]), default="table", show_default=True)
 @click.option("--leaderboard-dir", type=click.Path(path_type=Path), default=Path("leaderboards"), show_default=True)
-def leaderboard(dataset: str | None, leakage: str | None, fmt: str, leaderboard_dir: Path) -> None:
+@click.option("--pivot", "metric", default=None, metavar="METRIC",
+              help="Methods as columns, one row per setting, cells METRIC mean ± std (n), e.g. --pivot acc_clean.")
+def leaderboard(dataset: str | None, leakage: str | None, fmt: str, leaderboard_dir: Path, metric: str | None) -> None:
     """Compare methods: mean ± std over seeds, best clean accuracy first."""
     from leakbench import leaderboard as lb
 
@@ -150,7 +152,12 @@ def leaderboard(dataset: str | None, leakage: str | None, fmt: str, leaderboard_
     if not paths:
         raise LeakbenchError(f"no leaderboard CSVs in {leaderboard_dir}" + (f" for dataset '{dataset}'" if dataset
                              else "") + "; run `leakbench run --method ...` first")
-    click.echo(lb.render(lb.aggregate(lb.read(paths), dataset, leakage), fmt))
+    table = lb.aggregate(lb.read(paths), dataset, leakage)
+    if metric is None:
+        click.echo(lb.render(table, fmt))
+        return
+    defaults = {name: info.cls.default_masker for name, info in _registry().all("methods").items()}
+    click.echo(lb.pivot(table, metric, defaults, fmt))
 
 
 @cli.command()

@@ -151,3 +151,41 @@ def _pm(mean: float, std: float, digits: int) -> str:
     if std is None or (isinstance(std, float) and math.isnan(std)):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def pivot(table, metric: str = "acc_clean", default_maskers: dict[str, str] | None = None, fmt: str = "table") -> str:
+    """Methods side by side (RobustBench-style): one column per method (and non-default
+    masker), one row per setting that varies among the runs, cells ``mean ± std (n)``."""
+    import pandas as pd
+
+    if table.empty:
+        return "no runs match"
+    if metric not in METRICS:
+        raise LeakbenchError(f"unknown metric '{metric}'; choose from {', '.join(METRICS)}")
+    defaults = default_maskers or {}
+    label = [m if k in ("", "none", defaults.get(m)) else f"{m} + {k}"
+             for m, k in zip(table["method"], table["masker"], strict=True)]
+    settings = [c for c in GROUP_COLUMNS if c not in ("method", "masker", "supervision")]
+    for column in settings:  # a blank means "does not apply" (clean runs have no leak stage): not its own row
+        values = set(table[column]) - {""}
+        if len(values) == 1:
+            table = table.assign(**{column: table[column].replace("", values.pop())})
+    varying = [c for c in settings if table[c].nunique() > 1]
+    rows = varying or ["dataset"]
+    digits = 3 if metric in ("leak_following", "leak_mask_share", "leak_coverage") else 2
+    cells = table.assign(label=label, cell=[
+        "" if pd.isna(m) else f"{_pm(m, s, digits)} ({n})"
+        for m, s, n in zip(table[metric], table[f"{metric}_std"], table["n"], strict=True)])
+    order = list(dict.fromkeys(label))  # best method first, as aggregate() sorted them
+    matrix = cells.pivot_table(index=rows, columns="label", values="cell", aggfunc="first", sort=True)
+    matrix = matrix.reindex(columns=[c for c in order if c in matrix.columns]).fillna("").reset_index()
+    matrix.columns.name = None
+    if fmt == "csv":
+        return matrix.to_csv(index=False)
+    if fmt == "markdown":
+        header = "| " + " | ".join(map(str, matrix.columns)) + " |"
+        rule = "|" + "|".join("---" for _ in matrix.columns) + "|"
+        body = ["| " + " | ".join(map(str, r)) + " |" for r in matrix.itertuples(index=False)]
+        return "\n".join([f"{metric}, mean ± std (n seeds)", "", header, rule, *body])
+    with pd.option_context("display.max_columns", None, "display.width", 250):
+        return f"{metric}, mean ± std (n seeds)\n" + matrix.to_string(index=False)

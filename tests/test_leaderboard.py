@@ -67,3 +67,25 @@ def test_aggregate_means_stds_and_ranks_by_clean_accuracy(tmp_path):
     assert met["acc_clean"] == 65.0 and met["n"] == 2 and met["acc_clean_std"] == pytest.approx(7.0711, 1e-3)
     assert "65.00 ± 7.07" in lb.render(table)
     assert lb.aggregate(lb.read(files), leakage="patch").empty
+
+
+def test_pivot_puts_methods_side_by_side_per_setting(tmp_path, cli_with):
+    path = tmp_path / "digits.csv"
+    for seed, acc in enumerate((80.0, 90.0)):
+        lb.append_row(path, {**make_row(seed, "met", acc), "leakage": "patch"})
+        lb.append_row(path, {**make_row(10 + seed, "naive", 10.0 + seed), "masker": "none", "leakage": "patch"})
+    lb.append_row(path, {**make_row(20, "met", 70.0), "masker": "random"})  # a non-default masker: own column
+    lb.append_row(path, {**make_row(30, "clean", 99.0), "masker": "none", "leak_stage": ""})  # no stage: same row
+
+    result = cli_with(["leaderboard", "--leaderboard-dir", str(tmp_path), "--pivot", "acc_clean",
+                       "--format", "markdown"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[2] == "| leakage | clean | met | met + random | naive |"
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in lines[4:]}
+    assert set(rows) == {"binary-corner", "patch"}
+    assert "85.00 ± 7.07 (2)" in rows["patch"] and "10.50 ± 0.71 (2)" in rows["patch"]
+    assert "99.00 (1)" in rows["binary-corner"] and "70.00 (1)" in rows["binary-corner"]
+
+    bad = cli_with(["leaderboard", "--leaderboard-dir", str(tmp_path), "--pivot", "accuracy"])
+    assert bad.exit_code != 0 and bad.output.count("\n") == 1 and "acc_clean" in bad.output
