@@ -60,8 +60,7 @@ def watch():
     def resume(*_):
         mode.paused -= 1
 
-    handles = [register_optimizer_step_pre_hook(pause),
-               register_optimizer_step_post_hook(resume)]
+    handles = [register_optimizer_step_pre_hook(pause), register_optimizer_step_post_hook(resume)]
     yield mode
     for handle in handles:
         handle.remove()
