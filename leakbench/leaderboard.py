@@ -37,30 +37,39 @@ def append_row(path: Path, row: dict[str, Any], columns: tuple[str, ...] = COLUM
     if unknown:
         raise ValueError(f"row has columns outside the schema: {sorted(unknown)}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock", timeout=120):
-        existing = path.read_text(encoding="utf-8") if path.exists() else ""
-        if existing:
-            header = next(csv.reader(io.StringIO(existing)), [])
-            if tuple(header) != columns:
-                raise LeakbenchError(f"{path} has a different column layout; move it aside and run again")
-            if not existing.endswith("\n"):
-                existing += "\n"
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-        if not existing:
-            writer.writeheader()
-        writer.writerow({c: _cell(row.get(c)) for c in columns})
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-                handle.write(existing + buffer.getvalue())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock", timeout=120):
+            _rewrite_with_row(path, row, columns)
+    except OSError as exc:  # an unwritable --leaderboard-dir is a user error, not a crash
+        raise LeakbenchError(f"cannot write {path}: {exc.strerror or exc}; choose a writable --leaderboard-dir") \
+            from None
+
+
+def _rewrite_with_row(path: Path, row: dict[str, Any], columns: tuple[str, ...]) -> None:
+    """Under the lock: the old content plus the row, written to a temp file and renamed over."""
+    existing = path.read_text(encoding="utf-8") if path.exists() else ""
+    if existing:
+        header = next(csv.reader(io.StringIO(existing)), [])
+        if tuple(header) != columns:
+            raise LeakbenchError(f"{path} has a different column layout; move it aside and run again")
+        if not existing.endswith("\n"):
+            existing += "\n"
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    if not existing:
+        writer.writeheader()
+    writer.writerow({c: _cell(row.get(c)) for c in columns})
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(existing + buffer.getvalue())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _cell(value: Any) -> str:
@@ -135,12 +144,16 @@ def render(table, fmt: str = "table") -> str:
         digits = 2 if metric.startswith("acc") or metric.endswith("pct") else 3
         out[metric] = [_pm(m, s, digits) for m, s in zip(table[metric], table[f"{metric}_std"], strict=True)]
     if fmt == "markdown":
-        header = "| " + " | ".join(out.columns) + " |"
-        rule = "|" + "|".join("---" for _ in out.columns) + "|"
-        rows = ["| " + " | ".join(map(str, r)) + " |" for r in out.itertuples(index=False)]
-        return "\n".join([header, rule, *rows])
+        return _markdown(out)
     with pd.option_context("display.max_columns", None, "display.width", 250, "display.max_colwidth", 40):
         return out.to_string(index=False)
+
+
+def _markdown(frame) -> str:
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    rows = ["| " + " | ".join(map(str, r)) + " |" for r in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *rows])
 
 
 def _pm(mean: float, std: float, digits: int) -> str:
@@ -183,9 +196,6 @@ def pivot(table, metric: str = "acc_clean", default_maskers: dict[str, str] | No
     if fmt == "csv":
         return matrix.to_csv(index=False)
     if fmt == "markdown":
-        header = "| " + " | ".join(map(str, matrix.columns)) + " |"
-        rule = "|" + "|".join("---" for _ in matrix.columns) + "|"
-        body = ["| " + " | ".join(map(str, r)) + " |" for r in matrix.itertuples(index=False)]
-        return "\n".join([f"{metric}, mean ± std (n seeds)", "", header, rule, *body])
+        return f"{metric}, mean ± std (n seeds)\n\n" + _markdown(matrix)
     with pd.option_context("display.max_columns", None, "display.width", 250):
         return f"{metric}, mean ± std (n seeds)\n" + matrix.to_string(index=False)

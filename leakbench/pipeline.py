@@ -251,8 +251,12 @@ def save_checkpoint(directory: Path, classifier, masker: Masker, config: RunConf
     """State dicts only, so ``torch.load(..., weights_only=True)`` reads them back."""
     import torch
 
-    directory.mkdir(parents=True, exist_ok=True)
-    torch.save(classifier.state_dict(), directory / "classifier.pt")
-    for name, module in masker.modules().items():
-        torch.save(module.state_dict(), directory / f"masker_{name}.pt")
-    (directory / "config.json").write_text(json.dumps(config.as_dict(), indent=2, sort_keys=True))
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        torch.save(classifier.state_dict(), directory / "classifier.pt")
+        for name, module in masker.modules().items():
+            torch.save(module.state_dict(), directory / f"masker_{name}.pt")
+        (directory / "config.json").write_text(json.dumps(config.as_dict(), indent=2, sort_keys=True))
+    except OSError as exc:
+        raise LeakbenchError(f"cannot save checkpoints in {directory}: {exc.strerror or exc}; "
+                             "choose a writable --save-dir") from None

@@ -111,6 +111,17 @@ def test_plugin_that_raises_gives_one_line_and_keeps_existing_rows(cli_with, tmp
     assert (tmp_path / "digits.csv").read_bytes() == before
 
 
+@pytest.mark.parametrize("flag", ["--leaderboard-dir", "--save-dir"])
+def test_unwritable_output_folder_is_one_line(tmp_path, flag):
+    (tmp_path / "a-file").write_text("")
+    other = "--save-dir" if flag == "--leaderboard-dir" else "--leaderboard-dir"
+    result = CliRunner().invoke(cli, ["run", "--method", "naive", *TINY, flag, str(tmp_path / "a-file" / "out"),
+                                      other, str(tmp_path / "ok")])
+    assert result.exit_code != 0
+    assert result.output.startswith("Error: cannot ") and f"writable {flag}" in result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+
+
 def test_leaderboard_groups_seeds_and_formats(tmp_path):
     for seed in ("0", "1"):
         result = CliRunner().invoke(cli, ["run", "--method", "naive", *TINY, "--seed", seed,
