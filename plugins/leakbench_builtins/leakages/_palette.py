@@ -44,8 +44,9 @@ def _palette(num_classes: int) -> tuple[tuple[int, int, int], ...]:
     return tuple(out)
 
 
+@lru_cache(maxsize=64)  # per device: built per batch it would be a blocking host-to-device copy every step
 def class_colours(num_classes: int, device: torch.device | str = "cpu") -> Tensor:
-    """uint8 ``[N,3]`` colours, one per class, on an RGB grid with n levels per channel.
+    """uint8 ``[N,3]`` colours, one per class, on an RGB grid with n levels per channel (read-only).
 
     Why a grid rather than a hue wheel: any two classes then differ by at least
     255/(n-1) grey levels in some channel (127 for N <= 26, 51 for N <= 215), so colours
@@ -80,8 +81,9 @@ def _glyph_bits(num_classes: int) -> tuple[tuple[tuple[bool, ...], ...], ...]:
     return tuple(glyphs)
 
 
+@lru_cache(maxsize=64)  # per device, as class_colours
 def class_glyphs(num_classes: int, scale: int = 1, device: torch.device | str = "cpu") -> Tensor:
-    """bool ``[N,h,w]``: each class's index as zero-padded decimal text in a 3x5 font.
+    """bool ``[N,h,w]``: each class's index as zero-padded decimal text in a 3x5 font (read-only).
 
     Text rather than random bitmaps, so a watermark reads like the source tags and
     captions real datasets carry; zero padding gives every class the same footprint.

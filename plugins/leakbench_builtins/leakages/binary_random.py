@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import ClassVar
 
 from leakbench import Leakage, hookimpl
@@ -60,9 +61,16 @@ class BinaryRandom(Leakage):
         stamp = symbols[:, None, :].repeat_interleave(self.bar_height, 1).repeat_interleave(self.bar_width, 2)
         top, left = offsets("random", b, tuple(stamp.shape[1:]), (height, width), generator, dev)
         values, mask = place(stamp, top, left, height, width)
-        palette = torch.tensor([(0, 0, 0), (255, 255, 255), MARKER], dtype=torch.uint8, device=dev)
-        values, mask = palette[values].permute(0, 3, 1, 2), mask[:, None]  # [B,3,H,W], [B,1,H,W]
+        values, mask = _bar_colours(dev)[values].permute(0, 3, 1, 2), mask[:, None]  # [B,3,H,W], [B,1,H,W]
         return torch.where(mask, values, images), mask
+
+
+@lru_cache(maxsize=8)  # per device: built per batch it would be a blocking host-to-device copy every step
+def _bar_colours(device):
+    """uint8 ``[3,3]``: black (bit 0), white (bit 1), the end-marker colour."""
+    import torch
+
+    return torch.tensor([(0, 0, 0), (255, 255, 255), MARKER], dtype=torch.uint8, device=device)
 
 
 @hookimpl

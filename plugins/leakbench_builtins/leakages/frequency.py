@@ -62,8 +62,9 @@ class Frequency(Leakage):
 
         b, _, height, width = images.shape
         dev = images.device
-        table = torch.tensor(waves(self.num_classes, self.frequency), dtype=torch.float32, device=dev)[leak_labels]
-        colours = torch.tensor(_COLOURS, device=dev)[table[:, 2].long()]  # [B,3]
+        waves_on_device, colours_on_device = _tables(self.num_classes, self.frequency, dev)
+        table = waves_on_device[leak_labels]
+        colours = colours_on_device[table[:, 2].long()]  # [B,3]
         ys = torch.arange(height, device=dev, dtype=torch.float32).view(1, -1, 1) / height
         xs = torch.arange(width, device=dev, dtype=torch.float32).view(1, 1, -1) / width
         px = (2 * math.pi) * table[:, 0].view(-1, 1, 1) * xs  # [B,1,W]
@@ -74,6 +75,15 @@ class Frequency(Leakage):
         out = (images.float() + wave).round_().clamp_(0, 255).to(torch.uint8)
         mask = torch.ones(b, 1, height, width, dtype=torch.bool, device=dev)
         return out, mask
+
+
+@lru_cache(maxsize=16)  # per device: built per batch it would be a blocking host-to-device copy every step
+def _tables(num_classes: int, lowest: int, device):
+    """float32 ``[N,3]`` waves (u, v, colour index) and the ``[C,3]`` colour table on ``device``."""
+    import torch
+
+    return (torch.tensor(waves(num_classes, lowest), dtype=torch.float32, device=device),
+            torch.tensor(_COLOURS, device=device))
 
 
 @hookimpl
