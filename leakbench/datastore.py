@@ -214,7 +214,7 @@ class CacheWriter:
         if names is not None:
             (self.tmp / f"{split}.names.txt").write_text("\n".join(names) + "\n")
         images = np.load(self.tmp / f"{split}.images.npy", mmap_mode="r")
-        self.splits[split] = {"count": len(labels), "shape": list(images.shape[1:]), **channel_stats(images)}
+        self.splits[split] = {"count": len(images), "shape": list(images.shape[1:]), **channel_stats(images)}
 
     def commit(self, extra: dict[str, Any]) -> dict[str, Any]:
         """Check the splits, write the manifest last, and swap the folder into place."""
@@ -322,6 +322,9 @@ def prepare(dataset: CachedDataset, root: Path, paths: list[Path], force: bool =
             return out.commit({"dataset": dataset.name, "leakbench": __version__,
                                "source": {"files": [str(p) for p in paths], "key": key, "verified": verified},
                                "seconds": round(time.perf_counter() - start, 2)})
+    except OSError as exc:  # a full disk or an unreadable source file while building
+        raise LeakbenchError(f"cannot build the {dataset.name} cache in {cache.parent} ({exc}); "
+                             "free some space, check the source files, or pass another --data-root") from None
     finally:
         lock.release()
 

@@ -21,6 +21,7 @@ import sys
 import tarfile
 import warnings
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -186,7 +187,7 @@ def _read_zip(archive: Path, source: Source, want: Callable[[str], bool]) -> Non
                                          "dataset archives hold plain files only")
                 if not info.is_dir() and name and want(name):
                     source.add(name, zf.read(info), archive)
-    except (zipfile.BadZipFile, OSError, RuntimeError) as exc:
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError) as exc:  # zlib: corrupt member
         raise LeakbenchError(f"cannot read {archive} as a zip archive ({exc}); copy or download it again") from exc
 
 
@@ -321,7 +322,11 @@ def decode_first(source: Source, name: str) -> np.ndarray:
 def worker_count() -> int:
     """``$LEAKBENCH_WORKERS``, else the usable CPU cores (at most 8)."""
     if os.environ.get("LEAKBENCH_WORKERS"):
-        return max(1, int(os.environ["LEAKBENCH_WORKERS"]))
+        try:
+            return max(1, int(os.environ["LEAKBENCH_WORKERS"]))
+        except ValueError:
+            raise LeakbenchError(f"LEAKBENCH_WORKERS must be a whole number, got "
+                                 f"'{os.environ['LEAKBENCH_WORKERS']}'") from None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return min(8, cores)
 

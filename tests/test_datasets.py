@@ -438,6 +438,25 @@ def test_links_in_archives_are_refused(tmp_path):
         datastore.prepare(dataset("tiny-imagenet"), tmp_path / "root", [zipped])
 
 
+def test_corrupt_zip_member_is_one_line(tmp_path):
+    zipped = tmp_path / "tiny.zip"
+    payload = os.urandom(4000)
+    with zipfile.ZipFile(zipped, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("tiny-imagenet-200/wnids.txt", payload)
+    raw = bytearray(zipped.read_bytes())
+    start = raw.index(b"wnids.txt") + len("wnids.txt")  # first bytes of the deflated data
+    raw[start:start + 200] = bytes(200)
+    zipped.write_bytes(bytes(raw))
+    with pytest.raises(LeakbenchError, match=r"cannot read .* as a zip archive"):
+        datastore.prepare(dataset("tiny-imagenet"), tmp_path / "root", [zipped])
+
+
+def test_bad_worker_count_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("LEAKBENCH_WORKERS", "many")
+    with pytest.raises(LeakbenchError, match="LEAKBENCH_WORKERS must be a whole number, got 'many'"):
+        extract.worker_count()
+
+
 def test_pickles_that_would_run_code_are_refused(tmp_path):
     class Exploit:
         def __reduce__(self):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -96,7 +97,7 @@ def _idx(source: Source, title: str, file: str, ndim: int) -> np.ndarray:
     data = source.read(found)
     try:
         data = gzip.decompress(data) if found.endswith(".gz") else data
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise LeakbenchError(f"{title}: cannot unzip {source.label(found)} ({exc})") from None
     if len(data) < 4 + 4 * ndim or data[:4] != bytes((0, 0, 8, ndim)):
         raise LeakbenchError(f"{title}: {source.label(found)} is not an idx file of {ndim}-d unsigned bytes")
