@@ -20,7 +20,7 @@ from typing import Any
 from leakbench.errors import LeakbenchError, PluginError
 from leakbench.leaderboard import append_row, leaderboard_path
 from leakbench.registry import PluginInfo, Registry
-from leakbench.types import Dataset, Leakage, Masker, Method, Recipe, RunConfig, RunResult
+from leakbench.types import RUN_SETTINGS, Dataset, Leakage, Masker, Method, Recipe, RunConfig, RunResult
 
 LEAK_STAGES = ("after", "before")
 
@@ -207,7 +207,7 @@ def _supervision(method: Method, masker: Masker) -> str:
 def config_hash(config: RunConfig, plan: Plan) -> str:
     """Identity of the experiment (not of where or how verbosely it ran), for skipping reruns."""
     keep = {k: v for k, v in config.as_dict().items()
-            if k not in ("device", "leaderboard_dir", "data_root", "quiet", "save_dir", "compile")}
+            if k not in RUN_SETTINGS}
     keep.update(dataset=plan.dataset.spec(), leakage=plan.leakage.spec(), method=plan.method.spec(),
                 masker=plan.masker.spec(), recipe=plan.recipe.identity())
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]

@@ -270,9 +270,15 @@ def _outline(ax, leak_mask) -> None:
 def _save(fig, out: Path) -> Path:
     plt = _pyplot()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=DPI)
-    plt.close(fig)
+    if not out.suffix:  # matplotlib would add .png itself; say the name it really wrote
+        out = out.with_suffix(".png")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=DPI)
+    except OSError as exc:
+        raise LeakbenchError(f"cannot write {out}: {exc.strerror or exc}; choose another --out") from None
+    finally:
+        plt.close(fig)
     return out
 
 
@@ -366,11 +372,15 @@ def _bars(table, out: Path, metrics: tuple[str, ...], title: str) -> Path:
 def knob_value(row, x: str, registry: Registry) -> float | None:
     """``x`` for one leaderboard row: a row column, else the masker's or method's option
     (its default when the spec leaves it out), else None when the knob does not apply."""
-    import dataclasses as dc
-
     if x in row and x not in ("masker", "method"):
         value = row[x]
-        return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+        if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            raise LeakbenchError(f"--x {x} is not a numeric knob (it has '{value}'); use reliability, strength "
+                                 "or a numeric option such as lambda_r") from None
     for kind in ("masker", "method"):
         name, options = parse_spec(str(row[kind]))
         if x in options:
@@ -378,7 +388,7 @@ def knob_value(row, x: str, registry: Registry) -> float | None:
         plugins = registry.all(f"{kind}s")
         if name in plugins:
             for f in plugins[name].cls.options():
-                if f.name == x and f.default is not dc.MISSING:
+                if f.name == x and f.default is not dataclasses.MISSING:
                     return float(f.default)
     return None
 

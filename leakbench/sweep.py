@@ -10,7 +10,7 @@ only its own row; the sweep reports every failure at the end.
 from __future__ import annotations
 
 import itertools
-import time
+import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +18,11 @@ from typing import Any
 
 from leakbench.errors import LeakbenchError
 from leakbench.registry import Registry, parse_spec
-from leakbench.types import RunConfig
+from leakbench.types import RUN_SETTINGS, RunConfig, _coerce
 
 # RunConfig fields a grid may vary; other fields are fixed settings for every cell.
 AXES = ("dataset", "leakage", "method", "masker", "backbone", "recipe", "epochs", "batch_size", "lr", "seed",
         "strength", "reliability", "leak_stage")
-SETTINGS = ("device", "leaderboard_dir", "data_root", "save_dir", "compile", "quiet")
 PLURALS = {f"{a}s": a for a in AXES} | {"lambda_rs": "lambda_r"}
 SHORTHAND_OPTIONS = ("lambda_r",)  # plugin options accepted at the top level of a sweep file
 
@@ -68,6 +67,8 @@ def load_toml(path: Path) -> Grid:
     except tomllib.TOMLDecodeError as exc:
         raise LeakbenchError(f"sweep file {path} is not valid TOML: {exc}") from None
     raw = raw.get("sweep", raw)
+    if not isinstance(raw, dict):
+        raise LeakbenchError(f"sweep file {path}: [sweep] must be a table of key = value(s)")
     grid = Grid()
     for key, value in raw.items():
         if key == "options":
@@ -80,10 +81,12 @@ def load_toml(path: Path) -> Grid:
             grid.axes[name] = _listed(value)
         elif name in SHORTHAND_OPTIONS:
             grid.options[name] = _listed(value)
-        elif name in SETTINGS:
-            grid.settings[name] = Path(value) if name.endswith(("_dir", "_root")) else value
+        elif name in RUN_SETTINGS:
+            if isinstance(value, (list, dict)):
+                raise LeakbenchError(f"sweep file {path}: '{key}' is a fixed setting and takes one value")
+            grid.settings[name] = _setting(name, value)
         else:
-            raise LeakbenchError(f"sweep file {path}: unknown key '{key}'; use {', '.join(AXES + SETTINGS)}, "
+            raise LeakbenchError(f"sweep file {path}: unknown key '{key}'; use {', '.join(AXES + RUN_SETTINGS)}, "
                                  "lambda_r, or put plugin options under [options]")
     return grid
 
@@ -107,7 +110,6 @@ class Cell:
     status: str = "pending"  # pending | skipped | duplicate | invalid | done | failed
     error: str = ""
     metrics: dict[str, Any] | None = None
-    seconds: float = 0.0
 
 
 def with_option(spec: str, key: str, value: Any) -> str:
@@ -148,13 +150,16 @@ def expand(grid: Grid, registry: Registry) -> list[Cell]:
 
 
 def _coerce_axis(key: str, value: Any) -> Any:
+    """A grid value typed as the RunConfig field (``seed = 1.5`` is refused, not truncated)."""
     if value is None:
         return None
-    if key in ("epochs", "batch_size", "seed"):
-        return int(value)
-    if key in ("lr", "strength", "reliability"):
-        return float(value)
-    return str(value)
+    return _coerce(_text(value), typing.get_type_hints(RunConfig)[key], f"sweep value of {key}")
+
+
+def _setting(name: str, value: Any) -> Any:
+    if name.endswith(("_dir", "_root")):
+        return Path(_coerce_axis(name, value))
+    return _coerce_axis(name, value)
 
 
 def _masker_for(method_spec: str, masker: Any, registry: Registry) -> str | None:
@@ -253,7 +258,6 @@ def run_cells(
     runner = runner or run_one
     pending = [c for c in cells if c.status == "pending"]
     for i, cell in enumerate(pending, 1):
-        start = time.perf_counter()
         try:
             result = runner(cell.config, registry)
         except KeyboardInterrupt:
@@ -269,8 +273,6 @@ def run_cells(
             masked = result.metrics.get("acc_clean_masked")
             shown = f"acc_clean {acc:.2f}" + (f", masked {masked:.2f}" if masked is not None else "")
             echo(f"[{i}/{len(pending)}] {cell.label}: {shown}, run {result.row['run_id']}")
-        finally:
-            cell.seconds = time.perf_counter() - start
     return cells
 
 

@@ -237,6 +237,11 @@ class Method(Plugin):
         raise NotImplementedError
 
 
+# RunConfig fields that say where and how a run executes, not what it is: kept out of its
+# config hash and never swept as axes.
+RUN_SETTINGS = ("device", "leaderboard_dir", "data_root", "save_dir", "compile", "quiet")
+
+
 @dataclass
 class RunConfig:
     """Everything that defines a run, in pipeline order; serialised into each row."""

@@ -176,6 +176,13 @@ def test_plot_cli_and_its_errors(cli_with, tmp_path):
     assert bad.exit_code == 1 and "no run has a knob 'nonsense'" in bad.output
     empty = cli_with(["plot", "--leaderboard-dir", str(tmp_path / "none")])
     assert empty.exit_code == 1 and "no leaderboard CSVs" in empty.output
+    text = cli_with(["plot", "--leaderboard-dir", str(tmp_path), "--x", "dataset"])
+    assert text.exit_code == 1 and "not a numeric knob" in text.output and text.output.count("\n") == 1
+    (tmp_path / "a-file").write_text("")
+    unwritable = cli_with(["plot", "--leaderboard-dir", str(tmp_path), "--out", str(tmp_path / "a-file" / "p.png")])
+    assert unwritable.exit_code == 1 and "cannot write" in unwritable.output and "Traceback" not in unwritable.output
+    bare = cli_with(["plot", "--leaderboard-dir", str(tmp_path), "--out", str(tmp_path / "bare")])
+    assert bare.exit_code == 0 and (tmp_path / "bare.png").is_file() and "bare.png" in bare.output
 
 
 def test_find_run_error_is_one_line(tmp_path):

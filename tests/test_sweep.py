@@ -59,6 +59,27 @@ def test_toml_file_lists_are_axes_scalars_are_fixed(tmp_path):
         sw.load_toml(broken)
 
 
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('seed = ["x"]', "seed expects int, got 'x'"),
+    ("seed = 1.5", "seed expects int, got '1.5'"),
+    ('device = ["cpu", "cuda"]', "'device' is a fixed setting and takes one value"),
+    ("sweep = 5", "must be a table"),
+])
+def test_bad_sweep_file_values_are_one_line(cli_with, tmp_path, line, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(f'method = "naive"\n{line}\n' if not line.startswith("sweep") else f"{line}\n")
+    result = cli_with(["sweep", "--config", str(path), "--dry-run"])
+    assert result.exit_code != 0 and message in result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+
+
+def test_sweep_settings_are_typed(tmp_path):
+    path = tmp_path / "grid.toml"
+    path.write_text('method = "naive"\ncompile = "no"\n')
+    assert sw.load_toml(path).settings["compile"] is False
+
+
 def test_sweep_skips_finished_cells_and_reports_an_invalid_one(cli_with, tmp_path):
     board = tmp_path / "lb"
     args = ["sweep", "--method", "naive", "--method", "met", "--masker", "random", "--masker",
