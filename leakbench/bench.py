@@ -15,8 +15,8 @@ from leakbench.types import RunConfig
 
 THROUGHPUT_COLUMNS = (
     "timestamp", "device", "precision", "method", "masker", "dataset", "backbone", "backbone_config", "image_size",
-    "batch_size", "compile", "channels_last", "warmup_steps", "steps", "train_images_per_second", "train_step_ms",
-    "eval_images_per_second", "torch_version", "timm_version", "leakbench_version", "git_commit",
+    "batch_size", "compile", "channels_last", "seed", "warmup_steps", "steps", "train_images_per_second",
+    "train_step_ms", "eval_images_per_second", "torch_version", "timm_version", "leakbench_version", "git_commit",
 )
 
 
@@ -65,7 +65,7 @@ def measure(config: RunConfig, steps: int = 50, warmup: int = 10, registry: Regi
         "method": plan.method.spec(), "masker": plan.masker.spec(), "dataset": plan.dataset.spec(),
         "backbone": config.backbone, "backbone_config": describe(session.classifier),
         "image_size": int(val.images.shape[-1]), "batch_size": trainer.batch_size, "compile": config.compile,
-        "channels_last": device.type == "cuda", "warmup_steps": warmup, "steps": steps,
+        "channels_last": device.type == "cuda", "seed": config.seed, "warmup_steps": warmup, "steps": steps,
         "train_images_per_second": round(steps * trainer.batch_size / train_seconds, 1),
         "train_step_ms": round(1000 * train_seconds / steps, 3),
         "eval_images_per_second": round(steps * eval_batch / eval_seconds, 1),

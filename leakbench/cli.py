@@ -170,6 +170,7 @@ def leaderboard(dataset: str | None, leakage: str | None, fmt: str, leaderboard_
 @click.option("--batch-size", type=int, default=None)
 @click.option("--steps", type=click.IntRange(1), default=50, show_default=True, help="Timed training steps.")
 @click.option("--warmup", type=click.IntRange(0), default=10, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the classifier.")
 @click.option("--leaderboard-dir", type=click.Path(path_type=Path), default=Path("leaderboards"), show_default=True)

@@ -23,6 +23,7 @@ def test_bench_measures_naive_and_met_and_appends_throughput_rows(tmp_path):
     assert tuple(rows[0]) == THROUGHPUT_COLUMNS
     assert all(float(r["train_images_per_second"]) > 0 and r["batch_size"] == "32" for r in rows)
     assert rows[0]["precision"] == "fp32" and rows[0]["compile"] == "False"
+    assert all(r["seed"] == "0" and r["git_commit"] is not None and r["device"] for r in rows)
     assert result_files(tmp_path) == []  # the throughput file is not mistaken for a results leaderboard
 
 
