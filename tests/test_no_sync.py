@@ -5,17 +5,25 @@ On CUDA a host synchronisation comes from a handful of ATen ops: reading a value
 shape depends on data (``nonzero``, boolean indexing, ``masked_select``, ``unique``) must
 wait for the data. ``torch.cuda.set_sync_debug_mode`` catches these only on a GPU; a
 dispatch mode sees the same ops on CPU, so every method, masker and leakage is held to it
-in CI. A tensor built from Python data (``torch.tensor([...], device=...)``, seen as
-``lift_fresh``) counts too: on CUDA that is a blocking host-to-device copy.
+in CI. A tensor built from Python data with elements (``torch.tensor([...], device=...)``,
+seen as ``lift_fresh`` of a tensor with at least one dimension) counts too: on CUDA that is a
+blocking host-to-device copy. A 0-dim CPU scalar does not: a device kernel takes it as an
+argument (``x[i] = True`` lifts one on some torch releases and not on others, so the watch
+must not depend on that dispatch detail).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import pytest
 import torch
+from leakbench_builtins.methods.naive import Naive
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from leakbench import hookimpl
 from leakbench.pipeline import build_session, plan_run
 from leakbench.registry import Registry, get_plugin_manager
 from leakbench.types import RunConfig
@@ -24,7 +32,7 @@ aten = torch.ops.aten
 SYNCING = {
     aten._local_scalar_dense.default, aten.nonzero.default, aten.masked_select.default, aten.is_nonzero.default,
     aten.equal.default, aten._unique2.default, aten.unique_dim.default, aten.unique_consecutive.default,
-    aten.repeat_interleave.Tensor, aten.bincount.default, aten.histc.default, aten.lift_fresh.default,
+    aten.repeat_interleave.Tensor, aten.bincount.default, aten.histc.default,
 }
 
 
@@ -37,9 +45,14 @@ class SyncWatch(TorchDispatchMode):
         self.paused = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if not self.paused and (func in SYNCING or _bool_index(func, args)):
+        if not self.paused and (func in SYNCING or _bool_index(func, args) or _host_data(func, args)):
             self.seen.append(str(func))
         return func(*args, **(kwargs or {}))
+
+
+def _host_data(func, args) -> bool:
+    """``torch.tensor([...])``: a tensor with elements built on the host, then copied over."""
+    return func is aten.lift_fresh.default and args[0].dim() > 0
 
 
 def _bool_index(func, args) -> bool:
@@ -81,19 +94,77 @@ def _methods() -> list[str]:
     return sorted(Registry(get_plugin_manager()).all("methods"))
 
 
-@pytest.mark.parametrize("leak_stage,strength,reliability", [("after", 1.0, 1.0), ("before", 0.5, 0.7)])
-@pytest.mark.parametrize("method", _methods())
-def test_training_steps_never_wait_for_the_device(method, leak_stage, strength, reliability, watch):
+def _syncs_in_steps(watch, method: str, registry: Registry | None = None, **settings) -> list[str]:
+    """Run three training steps of ``method`` under the watch; return what it saw."""
     plan = plan_run(RunConfig(method=method, dataset="digits:size=8,width=8", epochs=1, batch_size=16, quiet=True,
-                              leak_stage=leak_stage, strength=strength, reliability=reliability, save_dir=None))
+                              save_dir=None, **settings), registry)
     trainer = build_session(plan).trainer
     trainer.train_mode()
     batches = trainer.batches()
     with watch:
         for _ in range(3):
             stats = trainer.step(next(batches))
-    assert watch.seen == [], f"{method}: host syncs in the step loop: {sorted(set(watch.seen))}"
     assert torch.isfinite(stats["loss"])
+    return watch.seen
+
+
+@pytest.mark.parametrize("leak_stage,strength,reliability", [("after", 1.0, 1.0), ("before", 0.5, 0.7)])
+@pytest.mark.parametrize("method", _methods())
+def test_training_steps_never_wait_for_the_device(method, leak_stage, strength, reliability, watch):
+    seen = _syncs_in_steps(watch, method, leak_stage=leak_stage, strength=strength, reliability=reliability)
+    assert seen == [], f"{method}: host syncs in the step loop: {sorted(set(seen))}"
+
+
+@dataclass
+class ReadsLoss(Naive):
+    """Naive, but reads its loss back every step (as a loss-spike guard written naively would)."""
+
+    name: ClassVar[str] = "reads-loss"
+
+    def train_step(self, ctx, x, y, leak_mask):
+        stats = super().train_step(ctx, x, y, leak_mask)
+        if stats["loss"].item() > 1e6:
+            raise RuntimeError("loss exploded")
+        return stats
+
+
+@dataclass
+class BuildsWeights(Naive):
+    """Naive with class weights built from Python data every step (a host-to-device copy)."""
+
+    name: ClassVar[str] = "builds-weights"
+
+    def train_step(self, ctx, x, y, leak_mask):
+        weights = torch.tensor([1.0] * 10, device=x.device)
+        with ctx.autocast():
+            logits = ctx.classifier(x)
+            loss = torch.nn.functional.cross_entropy(logits.float(), y, weight=weights)
+        ctx.step(loss)
+        return {"loss": loss.detach(), "correct": (logits.argmax(1) == y).sum()}
+
+
+class _InjectedMethods:
+    @hookimpl
+    def register_methods(self):
+        return [ReadsLoss, BuildsWeights]
+
+
+@pytest.mark.parametrize("method,culprit", [("reads-loss", "_local_scalar_dense"), ("builds-weights", "lift_fresh")])
+def test_the_step_check_fails_on_an_injected_wait(method, culprit, watch):
+    """The check above can fail: a per-step ``.item()`` and a per-step ``torch.tensor([...])``."""
+    pm = get_plugin_manager()
+    pm.register(_InjectedMethods())
+    seen = _syncs_in_steps(watch, method, Registry(pm))
+    assert any(culprit in op for op in seen), seen
+
+
+def test_a_scalar_written_by_index_is_not_a_wait(watch):
+    """A 0-dim scalar reaches the kernel as an argument, whatever dispatch a torch release uses."""
+    mask = torch.zeros(4, 1, 8, 8, dtype=torch.bool)
+    with watch:
+        mask[:, :, 0, :3] = True
+        mask.masked_fill_(mask, 0.5 > 0.25)
+    assert watch.seen == []
 
 
 @pytest.mark.parametrize("leakage", sorted(Registry(get_plugin_manager()).all("leakages")))

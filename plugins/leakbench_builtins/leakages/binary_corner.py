@@ -28,14 +28,15 @@ class BinaryCorner(Leakage):
     def apply(self, images, leak_labels, generator=None):
         import torch
 
-        k = self.bits
-        shifts = torch.arange(k - 1, -1, -1, device=images.device)
-        bits = (leak_labels[:, None] >> shifts) & 1  # [B,k], most significant bit first
-        out = images.clone()
-        out[:, :, 0, :k] = (bits * 255).to(images.dtype)[:, None, :]
-        mask = torch.zeros(images.shape[0], 1, *images.shape[-2:], dtype=torch.bool, device=images.device)
-        mask[:, :, 0, :k] = True
-        return out, mask
+        b, _, height, width = images.shape
+        k, dev = self.bits, images.device
+        cols = torch.arange(width, device=dev)
+        region = (torch.arange(height, device=dev)[:, None] == 0) & (cols < k)  # [H,W]: row 0, first k columns
+        # Written with torch.where, never by assigning a Python scalar into an index: that
+        # dispatches differently across torch releases (a host-built tensor on some).
+        bits = (leak_labels[:, None] >> (k - 1 - cols).clamp(min=0)) & 1  # [B,W], MSB in column 0
+        values = (bits * 255).to(images.dtype)[:, None, None, :]  # [B,1,1,W]
+        return torch.where(region, values, images), region.expand(b, 1, height, width).clone()
 
     @staticmethod
     def decode(images, bits: int):
