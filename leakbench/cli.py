@@ -61,7 +61,12 @@ def cli() -> None:
 @click.option("--batch-size", type=int, default=None, help="Override the recipe's batch size.")
 @click.option("--lr", type=float, default=None, help="Override the recipe's learning rate.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--eval-split", type=click.Choice(["test", "tune"]), default="test", show_default=True,
+              help="test: train on the training split, score on the test set (leaderboards). tune: train without "
+                   "the fixed held-out tune split and score on it (for choosing settings).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--deterministic", is_flag=True,
+              help="Deterministic algorithms and no cudnn autotuning: repeatable GPU runs, somewhat slower.")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the classifier.")
 @click.option("--leaderboard-dir", type=click.Path(path_type=Path), default=Path("leaderboards"), show_default=True)
 @click.option("--data-root", type=click.Path(path_type=Path), default=None,
@@ -71,14 +76,17 @@ def cli() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def run(compile_: bool, **options) -> None:
     """Train and evaluate one configuration; append a row to LEADERBOARD_DIR/<dataset>.csv."""
+    from leakbench.evaluation import METRICS
     from leakbench.pipeline import run_one
     from leakbench.types import RunConfig
 
     result = run_one(RunConfig(compile=compile_, **options), _registry())
     row = result.row
     click.echo(f"\n{row['method']} (masker {row['masker']}) on {row['dataset']} / {row['leakage']}, "
-               f"seed {row['seed']}, {row['epochs']} epochs, {row['train_seconds']:.0f}s on {row['device']}")
-    for metric, value in result.metrics.items():
+               f"seed {row['seed']}, {row['epochs']} epochs, {row['train_seconds']:.0f}s on {row['device']}, "
+               f"scored on the {row['eval_split']} split")
+    for metric in METRICS:
+        value = result.metrics.get(metric)
         shown = "-" if value is None else f"{value:.2f}" if metric.startswith("acc") or "pct" in metric \
             else f"{value:.3f}"
         click.echo(f"  {metric:<20} {shown:>8}")
@@ -144,15 +152,27 @@ def _details(info) -> list[str]:
 @click.option("--leaderboard-dir", type=click.Path(path_type=Path), default=Path("leaderboards"), show_default=True)
 @click.option("--pivot", "metric", default=None, metavar="METRIC",
               help="Methods as columns, one row per setting, cells METRIC mean ± std (n), e.g. --pivot acc_clean.")
-def leaderboard(dataset: str | None, leakage: str | None, fmt: str, leaderboard_dir: Path, metric: str | None) -> None:
-    """Compare methods: mean ± std over seeds, best clean accuracy first."""
+@click.option("--group-by", "group_by", default=None, metavar="COLS",
+              help="Average over everything but these columns (e.g. method,leakage) instead of one group per "
+                   "experiment.")
+def leaderboard(dataset: str | None, leakage: str | None, fmt: str, leaderboard_dir: Path, metric: str | None,
+                group_by: str | None) -> None:
+    """Compare methods: one group per experiment, mean ± std over its seeds, best clean accuracy first.
+
+    A run repeated with the same experiment and seed counts once (its latest row)."""
     from leakbench import leaderboard as lb
 
+    columns = None if group_by is None else tuple(c.strip() for c in group_by.split(",") if c.strip())
     paths = lb.result_files(leaderboard_dir, dataset)
     if not paths:
         raise LeakbenchError(f"no leaderboard CSVs in {leaderboard_dir}" + (f" for dataset '{dataset}'" if dataset
                              else "") + "; run `leakbench run --method ...` first")
-    table = lb.aggregate(lb.read(paths), dataset, leakage)
+    table = lb.aggregate(lb.read(paths), dataset, leakage, group_by=columns)
+    repeats = table.attrs.get("repeats_dropped", 0)
+    if repeats:
+        s = "s" if repeats > 1 else ""
+        click.echo(f"note: {repeats} repeated run{s} (same experiment and seed) counted once, the latest kept "
+                   f"({repeats} older row{s} left out)", err=True)
     if metric is None:
         click.echo(lb.render(table, fmt))
         return

@@ -53,10 +53,17 @@ def register_datasets() -> Iterable[type[Dataset]]:
 def register_leakages() -> Iterable[type[Leakage]]:
     """Return leakage classes (subclasses of :class:`leakbench.types.Leakage`).
 
-    A leakage writes a label-encoding cue into a batch of uint8 images and returns the
-    exact boolean mask of the pixels that carry it. It is vectorised over the batch,
-    deterministic given its inputs, and writes whatever *leak label* it is given, so the
-    pipeline can build flipped validation sets with it.
+    A leakage writes a label-encoding cue into a batch of uint8 images and returns a
+    boolean mask of the region where the leak may be written. It is vectorised over the
+    batch, deterministic given its inputs, and writes whatever *leak label* it is given, so
+    the pipeline can build flipped validation sets with it.
+
+    The leak-mask rule: for the same images and random state the mask is the same
+    whatever the leak label, and every changed pixel lies inside it. A watermark's mask is
+    the box the text may occupy, never the ink of the digits; a dot whose column encodes
+    the label masks the whole row it may sit in. Maskers show the classifier where they
+    mask, so a label-shaped mask would hand the label back. Every run checks this on a
+    probe batch before training and stops with one line naming the plugin if it fails.
 
     Example::
 

@@ -1,6 +1,10 @@
 """``run_one(config)``: the one place where the stages meet, in pipeline order.
 
 dataset -> leakage -> (augment) -> masker -> method (trainer) -> evaluation -> leaderboard
+
+Everything that can be known before data is touched is checked in ``plan_run`` (names,
+options, settings, writable output folders); ``build_session`` then checks what needs the
+data (the leak fits the images, the leakage keeps the leak-mask rule) before training.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 from leakbench.errors import LeakbenchError, PluginError
 from leakbench.leaderboard import append_row, leaderboard_path
 from leakbench.registry import PluginInfo, Registry
+from leakbench.splits import EVAL_SPLITS
 from leakbench.types import RUN_SETTINGS, Dataset, Leakage, Masker, Method, Recipe, RunConfig, RunResult
 
 LEAK_STAGES = ("after", "before")
@@ -65,9 +70,28 @@ def plan_run(config: RunConfig, registry: Registry | None = None) -> Plan:
             raise LeakbenchError(f"--leak-{knob} must be between 0 and 1, got {value}")
     if config.leak_stage not in LEAK_STAGES:
         raise LeakbenchError(f"--leak-stage must be one of {', '.join(LEAK_STAGES)}, got '{config.leak_stage}'")
+    if config.eval_split not in EVAL_SPLITS:
+        raise LeakbenchError(f"--eval-split must be one of {', '.join(EVAL_SPLITS)}, got '{config.eval_split}'")
     recipe = resolve_recipe(dataset, config.recipe, config.epochs, config.batch_size, config.lr)
     return Plan(config, dataset, leakage, masker, method, infos, recipe, resolve_device(config.device),
                 data_root(config.data_root))
+
+
+def check_writable(config: RunConfig) -> None:
+    """Refuse an unwritable --leaderboard-dir or --save-dir before any data is loaded: finding
+    out after hours of training loses the run."""
+    import tempfile
+
+    for folder, flag in ((config.leaderboard_dir, "--leaderboard-dir"), (config.save_dir, "--save-dir")):
+        if folder is None:
+            continue
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as exc:
+            raise LeakbenchError(f"cannot write in {folder}: {exc.strerror or exc}; choose a writable {flag}") \
+                from None
 
 
 def resolve_device(name: str):
@@ -107,7 +131,7 @@ class Session:
     """Everything a plan needs on the device, built once: data, models, the trainer."""
 
     trainer: Any  # leakbench.training.Trainer
-    val_set: Any  # ImageSet on the device
+    eval_set: Any  # leakbench.evaluation.EvalSet on the device: the scored split, leaks written
     classifier: Any  # the uncompiled Classifier (for checkpoints and descriptions)
 
 
@@ -117,23 +141,28 @@ def build_session(plan: Plan) -> Session:
 
     from leakbench.augment import Normalizer
     from leakbench.backbone import create_classifier, to_device
+    from leakbench.evaluation import build_eval_set
+    from leakbench.leak_rule import check_leakage
+    from leakbench.splits import split_for
     from leakbench.training import LeakPlan, TrainContext, Trainer, autocast_for, make_optimizer
 
     config, dataset, leakage, masker, recipe, device = (
         plan.config, plan.dataset, plan.leakage, plan.masker, plan.recipe, plan.device)
     torch.manual_seed(config.seed)
-    if device.type == "cuda":  # static shapes (drop_last), so autotuned kernels pay off
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    set_determinism(device, config.deterministic)
     with stage(f"dataset '{dataset.name}'"):
-        train_set = dataset.load("train", plan.data_root).to(device)
-        val_set = dataset.load("val", plan.data_root).to(device)
+        train_set = dataset.load("train", plan.data_root)
+        test_set = dataset.load("val", plan.data_root) if config.eval_split == "test" else None
+    train_set, scored = split_for(train_set, test_set, config.eval_split)
     image_size = int(train_set.images.shape[-1])
     with stage(f"leakage '{leakage.name}'"):
         try:
             leakage.prepare(train_set.num_classes, image_size)
         except ValueError as exc:
             raise LeakbenchError(f"leakage '{leakage.name}': {exc}") from None
+        check_leakage(leakage, train_set.images[:16].to(device), train_set.num_classes)
+        eval_set = build_eval_set(scored, leakage, config.eval_split, recipe.eval_batch_size).to(device)
+    train_set = train_set.to(device)
     with stage(f"backbone '{config.backbone}'"):
         classifier = to_device(create_classifier(config.backbone, train_set.num_classes, image_size,
                                                  **dataset.backbone_kwargs()), device)
@@ -149,7 +178,20 @@ def build_session(plan: Plan) -> Session:
                                    config.reliability, config.leak_stage, gen)
     trainer = Trainer(ctx, plan.method, train_set, leak_plan, Normalizer(dataset.mean, dataset.std, device),
                       dataset.crop_padding, dataset.flip, gen)
-    return Session(trainer, val_set, classifier)
+    return Session(trainer, eval_set, classifier)
+
+
+def set_determinism(device, deterministic: bool) -> None:
+    """Fast by default (cudnn autotuning, TF32 on CUDA); ``--deterministic`` trades that for
+    repeatable runs: deterministic algorithms only, no autotuning."""
+    import torch
+
+    torch.use_deterministic_algorithms(deterministic, warn_only=False)
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for determinism
+        torch.backends.cudnn.deterministic = deterministic
+        torch.backends.cudnn.benchmark = not deterministic  # static shapes (drop_last): autotuning pays off
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
 
 def run_one(config: RunConfig, registry: Registry | None = None, write: bool = True) -> RunResult:
@@ -158,6 +200,8 @@ def run_one(config: RunConfig, registry: Registry | None = None, write: bool = T
     from leakbench.evaluation import evaluate
 
     plan = plan_run(config, registry)
+    if write:
+        check_writable(config)
     session = build_session(plan)
     dataset, leakage, masker, method, recipe, device = (
         plan.dataset, plan.leakage, plan.masker, plan.method, plan.recipe, plan.device)
@@ -168,8 +212,8 @@ def run_one(config: RunConfig, registry: Registry | None = None, write: bool = T
         history = trainer.fit(progress=not config.quiet)
     train_seconds = time.perf_counter() - start
     with stage("evaluation"):
-        metrics = evaluate(trainer.ctx.classifier, masker, leakage, session.val_set, trainer.normalize,
-                           recipe.eval_batch_size, config.seed, trainer.ctx.autocast)
+        metrics = evaluate(trainer.ctx.classifier, masker, session.eval_set, trainer.normalize,
+                           recipe.eval_batch_size, trainer.ctx.autocast)
     run_id = uuid.uuid4().hex[:12]
     if config.save_dir is not None:  # the parent folder: each run gets <save_dir>/<run_id>/
         save_checkpoint(Path(config.save_dir) / run_id, classifier, masker, config)
@@ -182,14 +226,14 @@ def run_one(config: RunConfig, registry: Registry | None = None, write: bool = T
         "reliability": config.reliability, "leak_stage": config.leak_stage if method.spoils_training else "",
         "masker": masker.spec(), "method": method.spec(), "supervision": _supervision(method, masker),
         "backbone": config.backbone, "recipe": recipe.name, "epochs": recipe.epochs,
-        "batch_size": recipe.batch_size, "lr": recipe.lr, "seed": config.seed,
+        "batch_size": recipe.batch_size, "lr": recipe.lr, "seed": config.seed, "eval_split": config.eval_split,
         **metrics,
         "train_seconds": round(train_seconds, 2), "images_per_second": round(images_seen / train_seconds, 1),
         "device": device_name(device), "precision": "bf16-autocast" if device.type == "cuda" else "fp32",
-        "backbone_config": describe(classifier), "dataset_notes": dataset.describe(),
-        **environment(),
+        "deterministic": config.deterministic, "backbone_config": describe(classifier),
+        "dataset_notes": dataset.describe(), **environment(),
         "providers": ";".join(f"{k}={i.provider} {i.version}".strip() for k, i in plan.infos.items()),
-        "config_hash": config_hash(config, plan),
+        "experiment_id": experiment_id(config, plan), "config_hash": config_hash(config, plan),
         "config_json": json.dumps({**config.as_dict(), "recipe": recipe.__dict__}, sort_keys=True),
     }
     path = None
@@ -204,13 +248,39 @@ def _supervision(method: Method, masker: Masker) -> str:
     return "+".join(sorted(levels)) or "none"
 
 
-def config_hash(config: RunConfig, plan: Plan) -> str:
-    """Identity of the experiment (not of where or how verbosely it ran), for skipping reruns."""
+def identity(config: RunConfig, plan: Plan) -> dict[str, Any]:
+    """What makes an experiment, from resolved values: a flag equal to the recipe's default
+    is the same experiment as no flag; every plugin option counts, default or not (a default
+    changed later must not merge old and new rows); the data's own identity counts (which
+    folder, which source checksum). Not where or how verbosely it ran."""
     keep = {k: v for k, v in config.as_dict().items()
-            if k not in RUN_SETTINGS}
-    keep.update(dataset=plan.dataset.spec(), leakage=plan.leakage.spec(), method=plan.method.spec(),
-                masker=plan.masker.spec(), recipe=plan.recipe.identity())
-    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+            if k not in RUN_SETTINGS and k not in ("recipe", "epochs", "batch_size", "lr")}
+    for kind, plugin in (("dataset", plan.dataset), ("leakage", plan.leakage), ("masker", plan.masker),
+                         ("method", plan.method)):
+        keep[kind] = {"name": plugin.name, **{k: _plain(v) for k, v in plugin.params().items()}}
+    keep["data"] = plan.dataset.identity(plan.data_root)
+    keep["recipe"] = plan.recipe.identity()
+    return keep
+
+
+def experiment_id(config: RunConfig, plan: Plan) -> str:
+    """The experiment without its seed: rows that share it are seeds of one experiment."""
+    keep = identity(config, plan)
+    keep.pop("seed")
+    return _digest(keep)
+
+
+def config_hash(config: RunConfig, plan: Plan) -> str:
+    """One run of an experiment (its identity and seed), for skipping reruns."""
+    return _digest(identity(config, plan))
+
+
+def _digest(value: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, Path) else value
 
 
 def device_name(device) -> str:

@@ -105,6 +105,8 @@ def plot(dataset: str | None, leakage: str | None, x: str | None, metrics: tuple
 @click.option("--epochs", default=None, help="Comma-separated epoch overrides.")
 @click.option("--recipe", default=None, help="Recipe for every run.")
 @click.option("--backbone", default=None, help="Backbone for every run.")
+@click.option("--eval-split", "eval_split", type=click.Choice(["test", "tune"]), default=None,
+              help="Split every run is scored on (default test; tune for choosing settings).")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto).")
 @click.option("--leaderboard-dir", type=click.Path(path_type=Path), default=None,
               help="Where rows go and where finished runs are found (default: leaderboards).")
@@ -112,7 +114,7 @@ def plot(dataset: str | None, leakage: str | None, x: str | None, metrics: tuple
               help="Checkpoints under SAVE_DIR/<run_id>/ (default: runs).")
 @click.option("--dry-run", is_flag=True, help="List the cells and what would happen; train nothing.")
 def sweep(config_file: Path | None, methods, maskers, datasets, leakages, seeds, strength, reliability, lambda_r,
-          options, epochs, recipe, backbone, device, leaderboard_dir, save_dir, dry_run: bool) -> None:
+          options, epochs, recipe, backbone, eval_split, device, leaderboard_dir, save_dir, dry_run: bool) -> None:
     """Run a grid of configurations; skip those already in the leaderboard, report failures at the end."""
     from leakbench import sweep as sw
 
@@ -129,6 +131,8 @@ def sweep(config_file: Path | None, methods, maskers, datasets, leakages, seeds,
         flags.axes["recipe"] = [recipe]
     if backbone:
         flags.axes["backbone"] = [backbone]
+    if eval_split:
+        flags.axes["eval_split"] = [eval_split]
     if lambda_r:
         flags.options["lambda_r"] = _numbers(lambda_r, "--lambda-r")
     for item in options:

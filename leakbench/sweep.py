@@ -22,7 +22,7 @@ from leakbench.types import RUN_SETTINGS, RunConfig, _coerce
 
 # RunConfig fields a grid may vary; other fields are fixed settings for every cell.
 AXES = ("dataset", "leakage", "method", "masker", "backbone", "recipe", "epochs", "batch_size", "lr", "seed",
-        "strength", "reliability", "leak_stage")
+        "strength", "reliability", "leak_stage", "eval_split")
 PLURALS = {f"{a}s": a for a in AXES} | {"lambda_rs": "lambda_r"}
 SHORTHAND_OPTIONS = ("lambda_r",)  # plugin options accepted at the top level of a sweep file
 

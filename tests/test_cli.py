@@ -106,7 +106,7 @@ def test_plugin_that_raises_gives_one_line_and_keeps_existing_rows(cli_with, tmp
     bad = cli_with(["run", "--method", "naive", *TINY, "--leakage", "exploding", "--leaderboard-dir",
                     str(tmp_path)], lb_test_plugins)
     assert bad.exit_code != 0
-    assert "method 'naive' failed: RuntimeError: boom inside the plugin" in bad.output
+    assert "leakage 'exploding' failed: RuntimeError: boom inside the plugin" in bad.output
     assert "Traceback" not in bad.output and bad.output.count("\n") == 1
     assert (tmp_path / "digits.csv").read_bytes() == before
 

@@ -89,3 +89,125 @@ def test_pivot_puts_methods_side_by_side_per_setting(tmp_path, cli_with):
 
     bad = cli_with(["leaderboard", "--leaderboard-dir", str(tmp_path), "--pivot", "accuracy"])
     assert bad.exit_code != 0 and bad.output.count("\n") == 1 and "acc_clean" in bad.output
+
+
+# --------------------------------------------------------------------------- one group per experiment
+
+
+def _board(path, rows):
+    for i, extra in enumerate(rows):
+        lb.append_row(path, {**make_row(i), "seed": 0, "batch_size": 64, "lr": 0.05, **extra})
+
+
+def _lines(result):
+    assert result.exit_code == 0, result.output
+    return result.stdout.strip().splitlines()
+
+
+def test_runs_differing_only_in_a_setting_are_separate_groups_that_show_it(tmp_path, cli_with):
+    path = tmp_path / "digits.csv"
+    _board(path, [{"lr": 0.05, "acc_clean": 30.0, "experiment_id": "e1"},
+                  {"lr": 0.1, "acc_clean": 90.0, "experiment_id": "e2"}])
+    lines = _lines(cli_with(["leaderboard", "--leaderboard-dir", str(tmp_path)]))
+    header = lines[0].split()
+    assert len(lines) == 3 and "lr" in header and "experiment_id" not in header
+    assert [line.split()[header.index("n")] for line in lines[1:]] == ["1", "1"]  # not "n=2, 60.0 ± 42.4"
+    assert lines[1].split()[header.index("lr")] == "0.1" and "90.00" in lines[1]
+
+    # old rows without experiment_id: the identity comes from config_json (recipe fields included)
+    recipe = '{{"method": "met", "recipe": {{"name": "digits", "lr": 0.05, "momentum": {}}}, "seed": 0}}'
+    path.unlink()
+    _board(path, [{"config_json": recipe.format(0.9)}, {"config_json": recipe.format(0.0), "acc_clean": 40.0}])
+    lines = _lines(cli_with(["leaderboard", "--leaderboard-dir", str(tmp_path)]))
+    assert len(lines) == 3 and "momentum" in lines[0].split()
+
+    # tune-scored and test-scored rows are never averaged; identical-looking groups show their id
+    path.unlink()
+    _board(path, [{"eval_split": "tune"}, {"eval_split": "test"}, {"experiment_id": "e3"}, {"experiment_id": "e4"}])
+    lines = _lines(cli_with(["leaderboard", "--leaderboard-dir", str(tmp_path)]))
+    header = lines[0].split()
+    assert len(lines) == 5 and {"eval_split", "experiment_id"} <= set(header)
+    assert sorted(line.split()[header.index("eval_split")] for line in lines[1:]) == ["test"] * 3 + ["tune"]
+
+
+def test_a_repeated_experiment_and_seed_counts_once_the_latest_kept(tmp_path, cli_with):
+    path = tmp_path / "digits.csv"
+    _board(path, [{"seed": 0, "acc_clean": 10.0, "timestamp": "2026-01-02T00:00:00+00:00", "experiment_id": "e"},
+                  {"seed": 0, "acc_clean": 20.0, "timestamp": "2026-01-01T00:00:00+00:00", "experiment_id": "e"},
+                  {"seed": 1, "acc_clean": 30.0, "timestamp": "2026-01-01T00:00:00+00:00", "experiment_id": "e"},
+                  {"seed": 1, "acc_clean": 50.0, "timestamp": "2026-01-01T00:00:00+00:00", "experiment_id": "e"},
+                  {"seed": 2, "acc_clean": 90.0, "experiment_id": "other"}])
+    table = lb.aggregate(lb.read([path]))
+    assert table.attrs["repeats_dropped"] == 2
+    assert list(table["n"]) == [1, 2] and table.iloc[1]["acc_clean"] == 30.0  # seed 0: 10 (later), seed 1: 50 (tie)
+    result = cli_with(["leaderboard", "--leaderboard-dir", str(tmp_path)])
+    assert result.exit_code == 0 and "30.00 ± 28.28" in result.stdout
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("note: 2 repeated runs (same experiment")
+
+
+def test_group_by_coarsens_on_purpose_in_every_output(tmp_path, cli_with):
+    path = tmp_path / "digits.csv"
+    _board(path, [{"lr": 0.05, "acc_clean": 30.0, "experiment_id": "e1"},
+                  {"lr": 0.1, "acc_clean": 90.0, "experiment_id": "e2"},
+                  {"method": "naive", "acc_clean": 10.0, "experiment_id": "e3"}])
+    base = ["leaderboard", "--leaderboard-dir", str(tmp_path), "--group-by", "method"]
+    lines = _lines(cli_with(base))
+    assert lines[0].split()[:2] == ["method", "n"] and "60.00 ± 42.43" in lines[1] and len(lines) == 3
+    assert _lines(cli_with([*base, "--format", "csv"]))[1].startswith("met,60,")
+    assert "| met | 2 | 60.00 ± 42.43 |" in cli_with([*base, "--format", "markdown"]).stdout
+    pivot = _lines(cli_with([*base, "--pivot", "acc_clean", "--format", "csv"]))
+    assert pivot == ["runs,met,naive", "all,60.00 ± 42.43 (2),10.00 (1)"]
+    two = _lines(cli_with([*base[:-1], "method,lr", "--format", "csv"]))
+    assert two[0].startswith("method,lr,acc_clean") and len(two) == 4
+
+    bad = cli_with([*base[:-1], "method,learning_rate"])
+    assert bad.exit_code != 0 and bad.output.count("\n") == 1
+    assert "learning_rate" in bad.output and "leakage" in bad.output and "experiment_id" in bad.output
+
+
+def test_pivot_splits_a_method_cell_by_the_setting_that_tells_experiments_apart(tmp_path, cli_with):
+    path = tmp_path / "digits.csv"
+    _board(path, [{"lr": 0.05, "acc_clean": 30.0, "experiment_id": "e1"},
+                  {"lr": 0.1, "acc_clean": 90.0, "experiment_id": "e2"},
+                  {"method": "naive", "masker": "none", "acc_clean": 10.0, "experiment_id": "e3"}])
+    lines = _lines(cli_with(["leaderboard", "--leaderboard-dir", str(tmp_path), "--pivot", "acc_clean",
+                             "--format", "csv"]))
+    assert lines[0] == "lr,met,naive"
+    assert set(lines[1:]) == {"0.05,30.00 (1),10.00 (1)", "0.1,90.00 (1),"}
+
+
+OLD_COLUMNS = tuple(c for c in lb.COLUMNS
+                    if c not in ("eval_split", "acc_spoiled_masked", "deterministic", "experiment_id"))
+
+
+def test_an_older_layout_is_read_and_upgraded_in_place(tmp_path, cli_with):
+    path = tmp_path / "digits.csv"
+    lb.append_row(path, make_row(0, acc=70.0), columns=OLD_COLUMNS)
+    lb.append_row(path, make_row(1, acc=80.0), columns=OLD_COLUMNS)
+    before = list(csv.DictReader(path.open()))
+    assert lb.result_files(tmp_path) == [path]
+    frame = lb.read([path])
+    assert tuple(frame.columns) == lb.COLUMNS and frame["experiment_id"].isna().all()
+    assert "75.00 ± 7.07" in _lines(cli_with(["leaderboard", "--leaderboard-dir", str(tmp_path)]))[1]
+
+    lb.append_row(path, {**make_row(2, acc=90.0), "eval_split": "test", "experiment_id": "e"})
+    with path.open(newline="") as handle:
+        header = next(csv.reader(handle))
+        rows = list(csv.DictReader(path.open()))
+    assert tuple(header) == lb.COLUMNS and len(rows) == 3
+    for old, new in zip(before, rows, strict=False):
+        assert {c: new[c] for c in OLD_COLUMNS} == old and new["experiment_id"] == new["eval_split"] == ""
+    assert rows[2]["experiment_id"] == "e" and rows[2]["acc_clean"] == "90"
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_header_with_unknown_columns_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "digits.csv"
+    content = ",".join((*OLD_COLUMNS, "surprise")) + "\n" + ",".join(["x"] * (len(OLD_COLUMNS) + 1)) + "\n"
+    path.write_text(content)
+    with pytest.raises(LeakbenchError) as error:
+        lb.append_row(path, make_row(0))
+    message = str(error.value)
+    assert "surprise" in message and "\n" not in message and "run_id" not in message
+    assert path.read_text() == content
+    assert lb.result_files(tmp_path) == []

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from leakbench.errors import LeakbenchError
+from leakbench.leak_rule import check_leakage
 from leakbench.registry import Registry
 
 REGISTRY = Registry()
@@ -60,6 +61,21 @@ def random_batch(num_classes: int, size: int, batch: int = 24, seed: int = 0) ->
     labels = torch.randint(0, num_classes, (batch,), generator=g)
     labels[:2] = torch.tensor([0, num_classes - 1])  # both ends of the label range
     return images, labels
+
+
+@pytest.mark.parametrize("num_classes", CLASS_COUNTS)
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("spec", SPECS)
+def test_mask_keeps_the_leak_mask_rule(spec: str, size: int, num_classes: int) -> None:
+    """The mask is where the leak may be written, the same whatever the leak label (the check
+    every run makes before training, ``leakbench.leak_rule``)."""
+    try:
+        leak = prepared(spec, num_classes, size)
+    except ValueError:
+        pytest.skip(f"{spec} does not fit {num_classes} classes in {size}px (refusal tested below)")
+    images, _ = random_batch(num_classes, size)
+    for seed in (0, 1):
+        check_leakage(leak, images, num_classes, seed=seed)
 
 
 @pytest.mark.parametrize("num_classes", CLASS_COUNTS)

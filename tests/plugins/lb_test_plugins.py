@@ -34,6 +34,36 @@ class Exploding(Leakage):
         raise RuntimeError("boom inside the plugin")
 
 
+@dataclass
+class LabelDot(Leakage):
+    """A white dot in row 0 whose column is the label, masking only the dot: breaks the leak-mask rule."""
+
+    name: ClassVar[str] = "label-dot"
+
+    def apply(self, images, leak_labels, generator=None):
+        import torch
+
+        cols = torch.arange(images.shape[-1], device=images.device)
+        rows = torch.arange(images.shape[-2], device=images.device)[:, None]
+        dot = (rows == 0) & (cols == (leak_labels % images.shape[-1]).view(-1, 1, 1, 1))  # [B,1,H,W]
+        return torch.where(dot, torch.full_like(images, 255), images), dot
+
+
+@dataclass
+class LabelDotRow(LabelDot):
+    """The same dot, masking the whole row it may sit in: keeps the leak-mask rule."""
+
+    name: ClassVar[str] = "label-dot-row"
+
+    def apply(self, images, leak_labels, generator=None):
+        import torch
+
+        out, _ = super().apply(images, leak_labels, generator)
+        b, _, height, width = images.shape
+        row0 = torch.arange(height, device=images.device).view(1, 1, -1, 1) == 0
+        return out, row0.expand(b, 1, height, width).clone()
+
+
 @hookimpl
 def register_datasets():
     return [ManyClasses]
@@ -41,4 +71,4 @@ def register_datasets():
 
 @hookimpl
 def register_leakages():
-    return [Exploding]
+    return [Exploding, LabelDot, LabelDotRow]

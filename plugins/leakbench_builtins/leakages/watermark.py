@@ -39,10 +39,11 @@ class Watermark(Leakage):
         b, _, height, width = images.shape
         glyphs = class_glyphs(self.num_classes, self.scale, images.device)  # [N,h,w]
         top, left = offsets(self.position, b, tuple(glyphs.shape[1:]), (height, width), generator, images.device)
-        ink, _ = place(glyphs[leak_labels], top, left, height, width)
-        mask = ink[:, None]
+        ink, box = place(glyphs[leak_labels], top, left, height, width)
         blended = torch.lerp(images.float(), torch.full((), 255.0, device=images.device), self.opacity)
-        return torch.where(mask, blended.round_().to(torch.uint8), images), mask
+        # The mask is the text's box, not its ink: the ink spells the label, and a mask of it
+        # would write the label back into every masked image (the leak-mask rule).
+        return torch.where(ink[:, None], blended.round_().to(torch.uint8), images), box[:, None]
 
 
 @hookimpl
