@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -33,6 +34,96 @@ class Classifier(nn.Module):
 
     def feature_channels(self) -> list[int]:
         return [int(info["num_chs"]) for info in self.model.feature_info]
+
+
+# Keywords the runner sets itself; a user passing them would silently fight the runner.
+_RESERVED = ("pretrained", "num_classes", "in_chans", "device", "dtype")
+_TIMM_DEFAULT_WIDTH = 64
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """``--backbone NAME:key=value,...`` resolved: a timm model name and typed keywords.
+
+    ``width`` is ours: ResNet stage widths ``width x 1/2/4/8`` (timm's ``channels``), for
+    the narrow ResNets that CPU runs need. Every other key is a ``timm.create_model``
+    keyword of that model (``drop_rate=0.1``), checked against its constructor before any
+    data is loaded.
+    """
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keywords for ``timm.create_model``."""
+        out = {k: v for k, v in self.options.items() if k != "width"}
+        if "width" in self.options:
+            out["channels"] = tuple(self.options["width"] * 2**i for i in range(4))
+        return out
+
+    def identity(self) -> dict[str, Any]:
+        """For the experiment's identity: ``resnet18:width=64`` is plain ``resnet18``."""
+        options = dict(self.options)
+        if options.get("width") == _TIMM_DEFAULT_WIDTH:
+            options.pop("width")
+        return {"name": self.name, **options}
+
+    def text(self) -> str:
+        return self.name + (":" + ",".join(f"{k}={v}" for k, v in self.options.items()) if self.options else "")
+
+
+def resolve_backbone(spec: str) -> BackboneSpec:
+    """Parse and check a backbone spec: the name and every option, each as one clear line."""
+    import inspect
+
+    import timm
+
+    from leakbench.registry import parse_spec
+
+    name, raw = parse_spec(spec)
+    if name not in timm.list_models():
+        raise LeakbenchError(f"unknown backbone '{name}'{closest(name, timm.list_models())}; any timm model name works")
+    with torch.device("meta"):  # no memory, no weights: only to learn the model's constructor
+        cls = type(timm.create_model(name, pretrained=False, num_classes=2))
+    params = inspect.signature(cls.__init__).parameters
+    accepted = {k: p for k, p in params.items() if k not in ("self", *_RESERVED)
+                and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    if "channels" in accepted:
+        accepted = {"width": inspect.Parameter("width", inspect.Parameter.KEYWORD_ONLY, default=64), **accepted}
+    options: dict[str, Any] = {}
+    for key, text in raw.items():
+        if key not in accepted:
+            raise LeakbenchError(f"backbone '{name}' has no option '{key}'{closest(key, accepted)}; "
+                                 f"options of timm's {cls.__name__}: {', '.join(sorted(accepted))}")
+        options[key] = _typed(text, accepted[key].default, f"backbone '{name}' option '{key}'")
+    if "width" in options and (not isinstance(options["width"], int) or options["width"] < 1):
+        raise LeakbenchError(f"backbone '{name}' option 'width' must be a positive integer, got {raw['width']}")
+    return BackboneSpec(name, options)
+
+
+def _typed(text: str, default: Any, what: str) -> Any:
+    """A value typed like the keyword's default (int, float, bool), else a Python literal or text."""
+    import ast
+    import math
+
+    try:
+        if isinstance(default, bool):
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1", "yes")
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            value = float(text)
+            if not math.isfinite(value):
+                raise LeakbenchError(f"{what} must be a finite number, got '{text}'")
+            return value
+    except ValueError:
+        raise LeakbenchError(f"{what} expects {type(default).__name__}, got '{text}'") from None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
 def create_classifier(name: str, num_classes: int, image_size: int, **kwargs: Any) -> Classifier:

@@ -63,7 +63,7 @@ def measure(config: RunConfig, steps: int = 50, warmup: int = 10, registry: Regi
         "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "device": device_name(device), "precision": "bf16-autocast" if device.type == "cuda" else "fp32",
         "method": plan.method.spec(), "masker": plan.masker.spec(), "dataset": plan.dataset.spec(),
-        "backbone": config.backbone, "backbone_config": describe(session.classifier),
+        "backbone": plan.backbone.text(), "backbone_config": describe(session.classifier),
         "image_size": int(val.images.shape[-1]), "batch_size": trainer.batch_size, "compile": config.compile,
         "channels_last": device.type == "cuda", "seed": config.seed, "warmup_steps": warmup, "steps": steps,
         "train_images_per_second": round(steps * trainer.batch_size / train_seconds, 1),

@@ -55,7 +55,9 @@ def cli() -> None:
               help="Share of leaked images whose leak encodes the true label.")
 @click.option("--masker", default=None, help="Masker plugin; default: the method's own (casme for met).")
 @click.option("--method", required=True, help="Method plugin to run, e.g. naive, clean, oracle, met.")
-@click.option("--backbone", default="resnet18", show_default=True, help="Any timm model name.")
+@click.option("--backbone", default=None,
+              help="Any timm model name with options, e.g. resnet18:width=16,drop_rate=0.1 (width: ResNet stage "
+                   "widths width x 1/2/4/8). Default: the dataset's (digits: resnet18:width=16; others: resnet18).")
 @click.option("--recipe", default=None, help="Optimisation recipe (paper, fast, or the dataset's default).")
 @click.option("--epochs", type=int, default=None, help="Override the recipe's epochs.")
 @click.option("--batch-size", type=int, default=None, help="Override the recipe's batch size.")
@@ -136,7 +138,8 @@ def _details(info) -> list[str]:
         lines.append(f"option {f.name} = {default!r}")
     if info.kind == "dataset":
         dataset = info.cls()
-        lines.append(f"default recipe: {dataset.default_recipe}; augmentation: crop padding "
+        lines.append(f"default recipe: {dataset.default_recipe}; default backbone: {dataset.default_backbone}; "
+                     f"augmentation: crop padding "
                      f"{dataset.crop_padding}, flip {'on' if dataset.flip else 'off'}")
         if dataset.describe():
             lines.append(f"notes: {dataset.describe()}")
@@ -185,7 +188,7 @@ def leaderboard(dataset: str | None, leakage: str | None, fmt: str, leaderboard_
 @click.option("--leakage", default="binary-corner", show_default=True)
 @click.option("--method", "methods", multiple=True, default=("naive", "met"), show_default=True,
               help="Repeat to compare; the first is the reference for relative cost.")
-@click.option("--backbone", default="resnet18", show_default=True)
+@click.option("--backbone", default=None, help="timm model with options; default: the dataset's.")
 @click.option("--recipe", default=None)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--steps", type=click.IntRange(1), default=50, show_default=True, help="Timed training steps.")

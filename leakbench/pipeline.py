@@ -43,10 +43,12 @@ class Plan:
     recipe: Recipe
     device: Any  # torch.device
     data_root: Path
+    backbone: Any  # leakbench.backbone.BackboneSpec
 
 
 def plan_run(config: RunConfig, registry: Registry | None = None) -> Plan:
     """Resolve plugin names and options and refuse impossible settings, all before training."""
+    from leakbench.backbone import resolve_backbone
     from leakbench.data import data_root
     from leakbench.recipes import resolve_recipe
 
@@ -73,8 +75,9 @@ def plan_run(config: RunConfig, registry: Registry | None = None) -> Plan:
     if config.eval_split not in EVAL_SPLITS:
         raise LeakbenchError(f"--eval-split must be one of {', '.join(EVAL_SPLITS)}, got '{config.eval_split}'")
     recipe = resolve_recipe(dataset, config.recipe, config.epochs, config.batch_size, config.lr)
+    backbone = resolve_backbone(config.backbone or dataset.default_backbone)
     return Plan(config, dataset, leakage, masker, method, infos, recipe, resolve_device(config.device),
-                data_root(config.data_root))
+                data_root(config.data_root), backbone)
 
 
 def check_writable(config: RunConfig) -> None:
@@ -163,9 +166,9 @@ def build_session(plan: Plan) -> Session:
         check_leakage(leakage, train_set.images[:16].to(device), train_set.num_classes)
         eval_set = build_eval_set(scored, leakage, config.eval_split, recipe.eval_batch_size).to(device)
     train_set = train_set.to(device)
-    with stage(f"backbone '{config.backbone}'"):
-        classifier = to_device(create_classifier(config.backbone, train_set.num_classes, image_size,
-                                                 **dataset.backbone_kwargs()), device)
+    with stage(f"backbone '{plan.backbone.text()}'"):
+        classifier = to_device(create_classifier(plan.backbone.name, train_set.num_classes, image_size,
+                                                 **plan.backbone.kwargs()), device)
     with stage(f"masker '{masker.name}'"):
         masker.build(classifier, image_size, recipe, device)
     model = torch.compile(classifier) if config.compile else classifier
@@ -225,7 +228,7 @@ def run_one(config: RunConfig, registry: Registry | None = None, write: bool = T
         "dataset": dataset.spec(), "leakage": leakage.spec(), "strength": config.strength,
         "reliability": config.reliability, "leak_stage": config.leak_stage if method.spoils_training else "",
         "masker": masker.spec(), "method": method.spec(), "supervision": _supervision(method, masker),
-        "backbone": config.backbone, "recipe": recipe.name, "epochs": recipe.epochs,
+        "backbone": plan.backbone.text(), "recipe": recipe.name, "epochs": recipe.epochs,
         "batch_size": recipe.batch_size, "lr": recipe.lr, "seed": config.seed, "eval_split": config.eval_split,
         **metrics,
         "train_seconds": round(train_seconds, 2), "images_per_second": round(images_seen / train_seconds, 1),
@@ -259,6 +262,7 @@ def identity(config: RunConfig, plan: Plan) -> dict[str, Any]:
                          ("method", plan.method)):
         keep[kind] = {"name": plugin.name, **{k: _plain(v) for k, v in plugin.params().items()}}
     keep["data"] = plan.dataset.identity(plan.data_root)
+    keep["backbone"] = plan.backbone.identity()
     keep["recipe"] = plan.recipe.identity()
     return keep
 

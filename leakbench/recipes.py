@@ -35,8 +35,8 @@ def resolve_recipe(
         raise LeakbenchError(f"--epochs must be at least 1, got {recipe.epochs}")
     if recipe.batch_size < 1:
         raise LeakbenchError(f"--batch-size must be at least 1, got {recipe.batch_size}")
-    if not recipe.lr > 0:
-        raise LeakbenchError(f"--lr must be positive, got {recipe.lr}")
+    if not (math.isfinite(recipe.lr) and recipe.lr > 0):  # nan fails > 0, inf does not
+        raise LeakbenchError(f"--lr must be a positive finite number, got {recipe.lr}")
     return recipe
 
 

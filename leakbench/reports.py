@@ -174,8 +174,8 @@ def load_models(run: LoadedRun, plan, num_classes: int, image_size: int, device)
 
     from leakbench.backbone import create_classifier, to_device
 
-    classifier = to_device(create_classifier(run.config.backbone, num_classes, image_size,
-                                             **plan.dataset.backbone_kwargs()), device)
+    classifier = to_device(create_classifier(plan.backbone.name, num_classes, image_size,
+                                             **plan.backbone.kwargs()), device)
     try:
         classifier.load_state_dict(torch.load(run.directory / "classifier.pt", map_location=device,
                                               weights_only=True))

@@ -70,6 +70,8 @@ class Plugin:
 
 
 def _coerce(text: str, hint: Any, what: str) -> Any:
+    import math
+
     target = hint
     if typing.get_origin(hint) in (typing.Union, types.UnionType):  # Optional[X] -> X
         target = next(a for a in typing.get_args(hint) if a is not type(None))
@@ -84,7 +86,10 @@ def _coerce(text: str, hint: Any, what: str) -> Any:
                 raise ValueError(text)
             return lowered in ("1", "true", "yes")
         if target in (int, float, str):
-            return target(text)
+            value = target(text)
+            if target is float and not math.isfinite(value):  # nan/inf pass float() but break any option
+                raise LeakbenchError(f"{what} must be a finite number, got '{text}'")
+            return value
     except ValueError:
         raise LeakbenchError(f"{what} expects {target.__name__}, got '{text}'") from None
     return text
@@ -148,13 +153,17 @@ class Dataset(Plugin):
     flip: ClassVar[bool] = True
     default_recipe: ClassVar[str] = "paper"
     recipes: ClassVar[dict[str, Recipe]] = {}
+    # what --backbone means when not given: any timm name with options, e.g. "resnet18:width=16"
+    default_backbone: ClassVar[str] = "resnet18"
 
     def load(self, split: str, root: Path) -> ImageSet:
         """Return ``split`` ('train' or 'val') from ``root``; raise LeakbenchError if absent."""
         raise NotImplementedError
 
-    def backbone_kwargs(self) -> dict[str, Any]:
-        """Extra ``timm.create_model`` arguments this dataset's default size needs."""
+    def identity(self, root: Path) -> dict[str, Any]:
+        """What, beyond the options, tells this data apart from other data under the same
+        name (a folder, a source checksum); it enters the experiment's identity, so rows
+        from two different image folders are never averaged. Embedded data: nothing."""
         return {}
 
     def describe(self) -> str:
@@ -177,7 +186,16 @@ class Leakage(Plugin):
     def apply(
         self, images: Tensor, leak_labels: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
-        """Return (spoiled uint8 images, bool ``[B,1,H,W]`` mask of the leak's pixels)."""
+        """Return (spoiled uint8 images, bool ``[B,1,H,W]`` leak mask).
+
+        The leak-mask rule: the mask marks the region where the leak *may* be written for
+        each image, and for the same images and the same random state it is identical
+        whatever ``leak_labels`` say; every changed pixel lies inside it. Why: maskers
+        replace masked pixels by the dataset mean, so the classifier sees a mask's shape;
+        a mask shaped like the label (a glyph's ink, a dot whose column is the label) would
+        write the label back into every masked image. Runs check it on a probe batch
+        before training (``leakbench.leak_rule``) and refuse a leakage that breaks it.
+        """
         raise NotImplementedError
 
 
@@ -239,7 +257,7 @@ class Method(Plugin):
 
 # RunConfig fields that say where and how a run executes, not what it is: kept out of its
 # config hash and never swept as axes.
-RUN_SETTINGS = ("device", "leaderboard_dir", "data_root", "save_dir", "compile", "quiet")
+RUN_SETTINGS = ("device", "leaderboard_dir", "data_root", "save_dir", "compile", "quiet", "deterministic")
 
 
 @dataclass
@@ -250,7 +268,7 @@ class RunConfig:
     dataset: str = "digits"
     leakage: str = "binary-corner"
     masker: str | None = None
-    backbone: str = "resnet18"
+    backbone: str | None = None  # None: the dataset's default_backbone
     recipe: str | None = None
     epochs: int | None = None
     batch_size: int | None = None
@@ -262,6 +280,8 @@ class RunConfig:
     strength: float = 1.0
     reliability: float = 1.0
     leak_stage: str = "after"
+    eval_split: str = "test"  # "tune": train without the held-out tune split, score on it (leakbench.splits)
+    deterministic: bool = False  # deterministic algorithms, no cudnn autotuning: repeatable GPU runs, slower
     compile: bool = False
     quiet: bool = False
     save_dir: Path | None = Path("runs")  # checkpoints go to <save_dir>/<run_id>/; None: not saved

@@ -14,7 +14,7 @@ TESTS = Path(__file__).parent
 sys.path.insert(0, str(TESTS / "plugins"))  # file-based test plugins (not installed)
 
 # Tiny settings: 8x8 digits, width-8 ResNet, one epoch; seconds per run on CPU.
-TINY = ["--dataset", "digits:size=8,width=8", "--epochs", "1", "--quiet"]
+TINY = ["--dataset", "digits:size=8", "--backbone", "resnet18:width=8", "--epochs", "1", "--quiet"]
 
 
 @pytest.fixture(autouse=True)

@@ -13,8 +13,9 @@ from leakbench.leaderboard import result_files
 
 
 def test_bench_measures_naive_and_met_and_appends_throughput_rows(tmp_path):
-    result = CliRunner().invoke(cli, ["bench", "--dataset", "digits:size=8,width=8", "--steps", "2", "--warmup", "1",
-                                      "--batch-size", "32", "--leaderboard-dir", str(tmp_path)])
+    result = CliRunner().invoke(cli, ["bench", "--dataset", "digits:size=8", "--backbone", "resnet18:width=8",
+                                      "--steps", "2", "--warmup", "1", "--batch-size", "32",
+                                      "--leaderboard-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "x naive per image" in result.output
     with open(tmp_path / "throughput.csv", newline="") as handle:

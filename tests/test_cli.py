@@ -31,7 +31,7 @@ def test_list_verbose_shows_options_and_recipe_notes():
     result = CliRunner().invoke(cli, ["list", "datasets", "--verbose"])
     assert result.exit_code == 0
     assert "option size = 16" in result.output
-    assert "default recipe: digits" in result.output and "instead of 64/128/256/512" in result.output
+    assert "default recipe: digits" in result.output and "default backbone: resnet18:width=16" in result.output
 
 
 def test_list_json_is_machine_readable():
@@ -45,7 +45,7 @@ def test_run_appends_one_row_and_prints_a_table(tmp_path):
     assert result.exit_code == 0, result.output
     assert "acc_clean_masked" in result.output and "appended to" in result.output
     (row,) = rows(board / "digits.csv")
-    assert row["method"] == "met" and row["masker"] == "casme" and row["dataset"] == "digits:size=8,width=8"
+    assert row["method"] == "met" and row["masker"] == "casme" and row["dataset"] == "digits:size=8"
     assert row["supervision"] == "none" and row["leakbench_version"] == "0.1.0"
     assert "cpu" in row["device"] and row["seed"] == "0" and row["config_hash"]
     assert "channels=8/16/32/64" in row["backbone_config"] and "8x8 px" in row["dataset_notes"]
@@ -73,6 +73,9 @@ def test_naive_leaves_masked_metrics_empty_not_zero(tmp_path):
         (["--method", "naive", "--leak-strength", "1.5"], "between 0 and 1"),
         (["--method", "naive", "--recipe", "fastest"], "unknown recipe 'fastest' (did you mean 'fast'?)"),
         (["--method", "naive", "--backbone", "resnet81"], "unknown backbone 'resnet81'"),
+        (["--method", "naive", "--backbone", "resnet18:widht=8"], "backbone 'resnet18' has no option 'widht'"),
+        (["--method", "naive", "--backbone", "resnet18:drop_rate=lots"], "option 'drop_rate' expects float"),
+        (["--method", "naive", "--backbone", "resnet18:width=0"], "'width' must be a positive integer"),
         (["--method", "naive", "--dataset", "digits:size=2"], "size must be between 8 and 256"),
     ],
 )

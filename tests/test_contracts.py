@@ -57,9 +57,47 @@ def test_masker_gives_a_soft_mask_of_the_image_shape_or_none(name):
         assert masker.modules() and masker.optimizer is not None
 
 
+@pytest.mark.parametrize("name", names("maskers"))
+def test_masker_runs_in_fp32_inside_bf16_autocast(name):
+    """On CUDA the engine calls maskers under bf16 autocast. A bf16 sigmoid saturates to exactly 1
+    from a logit of about 6.25 (fp32: 16.75) and saturated cells get no gradient, so masker networks
+    opt out of autocast: the mask is the one computed without it, to the bit."""
+    torch.manual_seed(0)
+    classifier = create_classifier("resnet18", 10, 16, channels=(8, 16, 32, 64))
+    masker = REGISTRY.create("maskers", name)
+    masker.build(classifier, 16, RECIPES["paper"], torch.device("cpu"))
+    x = torch.randn(4, 3, 16, 16)
+    leak_mask = torch.zeros(4, 1, 16, 16, dtype=torch.bool)
+    leak_mask[:, :, 0, :4] = True
+    _, feats = classifier(x, features=True)
+    plain = masker(x, feats, leak_mask)
+    if plain is None:
+        return
+    deterministic = torch.equal(plain, masker(x, feats, leak_mask))  # the random masker draws anew each call
+    convs = [m for net in masker.modules().values() for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    out_dtypes: list[torch.dtype] = []
+    hooks = [conv.register_forward_hook(lambda mod, inp, out: out_dtypes.append(out.dtype)) for conv in convs]
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            inside = masker(x, feats, leak_mask)
+            assert not out_dtypes or set(out_dtypes) == {torch.float32}, out_dtypes
+            _, feats_bf16 = classifier(x, features=True)  # what the engine passes: bf16 features
+            assert feats_bf16[-1].dtype == torch.bfloat16
+            from_bf16 = masker(x, feats_bf16, leak_mask)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(out_dtypes) == 2 * len(convs) and set(out_dtypes) <= {torch.float32}, out_dtypes
+    assert inside.dtype == from_bf16.dtype == torch.float32
+    assert float(from_bf16.detach().min()) >= 0 and float(from_bf16.detach().max()) <= 1
+    if deterministic:
+        assert torch.equal(inside, plain)
+
+
 @pytest.mark.parametrize("name", names("methods"))
 def test_method_trains_and_evaluates_one_epoch(name, tmp_path):
-    config = RunConfig(method=name, dataset="digits:size=8,width=8", epochs=1, quiet=True, leaderboard_dir=tmp_path)
+    config = RunConfig(method=name, dataset="digits:size=8", backbone="resnet18:width=8", epochs=1, quiet=True,
+                       leaderboard_dir=tmp_path)
     result = run_one(config)
     method = REGISTRY.create("methods", name)
     assert 0 <= result.metrics["acc_clean"] <= 100

@@ -16,13 +16,13 @@ from leakbench.recipes import RECIPES
 from leakbench.registry import Registry
 from leakbench.types import RunConfig
 
-TINY_DATASET = "digits:size=8,width=8"
+TINY_DATASET = "digits:size=8"
 
 
 
 def tiny(tmp_path, **kwargs) -> RunConfig:
-    return RunConfig(dataset=TINY_DATASET, epochs=1, quiet=True, leaderboard_dir=tmp_path / "lb",
-                     save_dir=tmp_path / "runs", **kwargs)
+    return RunConfig(dataset=TINY_DATASET, backbone="resnet18:width=8", epochs=1, quiet=True,
+                     leaderboard_dir=tmp_path / "lb", save_dir=tmp_path / "runs", **kwargs)
 
 
 # --------------------------------------------------------------------------- end to end

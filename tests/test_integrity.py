@@ -118,6 +118,23 @@ def test_two_image_folders_are_two_experiments(tmp_path):
     assert ids[0] != ids[1]
 
 
+def test_backbone_options_are_recorded_and_identify_the_experiment(tmp_path):
+    from click.testing import CliRunner
+
+    from leakbench.cli import cli
+
+    args = ["run", "--method", "naive", "--dataset", "digits:size=8", "--epochs", "1", "--quiet",
+            "--leaderboard-dir", str(tmp_path)]
+    for backbone in ("resnet18:width=8", "resnet18:width=8,drop_rate=0.1"):
+        result = CliRunner().invoke(cli, [*args, "--backbone", backbone])
+        assert result.exit_code == 0, result.output
+    plain, dropout = rows(tmp_path / "digits.csv")
+    assert dropout["backbone"] == "resnet18:width=8,drop_rate=0.1"
+    assert "channels=8/16/32/64" in dropout["backbone_config"]
+    assert plain["experiment_id"] != dropout["experiment_id"]
+    assert _ids(RunConfig(method="naive"))[0] == _ids(RunConfig(method="naive", backbone="resnet18:width=16"))[0]
+
+
 def test_rows_record_split_identity_and_the_new_metric(tmp_path):
     from click.testing import CliRunner
 
@@ -155,7 +172,8 @@ def test_eval_split_tune_trains_on_the_rest_and_scores_there(tmp_path):
     assert "scored on the tune split" in result.output
     (row,) = rows(tmp_path / "digits.csv")
     assert row["eval_split"] == "tune"
-    plan = plan_run(RunConfig(method="naive", dataset="digits:size=8,width=8", eval_split="tune"), Registry())
+    plan = plan_run(RunConfig(method="naive", dataset="digits:size=8", backbone="resnet18:width=8", eval_split="tune"),
+                    Registry())
     from leakbench.pipeline import build_session
 
     session = build_session(plan)
@@ -194,7 +212,7 @@ def test_evaluation_leaks_depend_on_the_split_only(registry):
 def test_seeds_score_the_same_images():
     from leakbench.pipeline import build_session
 
-    sets = [build_session(plan_run(RunConfig(method="naive", dataset="digits:size=8,width=8",
+    sets = [build_session(plan_run(RunConfig(method="naive", dataset="digits:size=8", backbone="resnet18:width=8",
                                              leakage="patch:position=random", seed=seed), Registry())).eval_set
             for seed in (0, 1)]
     for name in ("spoiled", "flipped", "wrong", "leak_mask"):

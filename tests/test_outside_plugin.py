@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).parent / "outside_plugin"
-TINY = ["--dataset", "digits:size=16,width=8", "--epochs", "1", "--quiet"]
+TINY = ["--dataset", "digits:size=16", "--backbone", "resnet18:width=8", "--epochs", "1", "--quiet"]
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from leakbench.pipeline import run_one
 from leakbench.registry import Registry
 from leakbench.types import RunConfig
 
-TINY_DATASET = "digits:size=8,width=8"
+TINY_DATASET = "digits:size=8"
 
 
 
@@ -26,8 +26,8 @@ def finished_run(tmp_path_factory):
     """One tiny MET run, saved under <tmp>/runs/<run_id>/ with its leaderboard row."""
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("finished")
-    config = RunConfig(method="met", dataset=TINY_DATASET, epochs=2, quiet=True, leaderboard_dir=root / "lb",
-                       save_dir=root / "runs")
+    config = RunConfig(method="met", dataset=TINY_DATASET, backbone="resnet18:width=8", epochs=2, quiet=True,
+                       leaderboard_dir=root / "lb", save_dir=root / "runs")
     return root, run_one(config)
 
 

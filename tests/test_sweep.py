@@ -11,7 +11,7 @@ from leakbench.errors import LeakbenchError
 from leakbench.leaderboard import read, result_files
 from leakbench.registry import Registry
 
-TINY = ["--dataset", "digits:size=8,width=8", "--epochs", "1"]
+TINY = ["--dataset", "digits:size=8", "--backbone", "resnet18:width=8", "--epochs", "1"]
 
 
 

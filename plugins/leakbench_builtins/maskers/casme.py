@@ -38,7 +38,8 @@ class CasmeMasker(Masker):
 
     def __call__(self, images, features, leak_mask):
         # Detached: the masker's loss must not train the shared encoder to make bad masks easy.
-        return self.decoder([f.detach() for f in features]).float()
+        # The decoder runs in fp32 whatever autocast is active (see Decoder.forward).
+        return self.decoder([f.detach() for f in features])
 
     def objective(self, mask, logits_clean, logits_masked, labels):
         import torch
@@ -96,6 +97,13 @@ def _decoder(channels: list[int], image_size: int):
                     module.bias.data.zero_()
 
         def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+            # Always fp32, even inside the engine's bf16 autocast: a bf16 sigmoid rounds to exactly 1
+            # from a logit of about 6.25 (fp32: 16.75), and such saturated cells get no gradient at all.
+            # The decoder is tiny next to the classifier, so this costs next to nothing.
+            with torch.autocast(device_type=feats[0].device.type, enabled=False):
+                return self._mask([f.float() for f in feats])
+
+        def _mask(self, feats: list[torch.Tensor]) -> torch.Tensor:
             base = feats[0]
             size = base.shape[-2:]
             parts = [base] + [
