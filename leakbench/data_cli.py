@@ -25,10 +25,55 @@ def data() -> None:
     """Prepare datasets from archives or downloads, and show what is prepared."""
 
 
-@data.command()
+class ManyFromCommand(click.Command):
+    """A command whose ``--from`` takes several paths, as a shell glob expands them (``--from part*.tar.gz``).
+
+    A click option takes a fixed number of values, so the words after ``--from PATH`` up to the next
+    option are rewritten into repeated ``--from`` options before parsing (``--from A --from B`` is
+    unchanged). DATASET may still follow the paths: when no other word names it, the last one does.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        valued = {opt for param in self.params if isinstance(param, click.Option) and not param.is_flag
+                  for opt in param.opts}
+        return super().parse_args(ctx, spread_from(args, valued))
+
+
+def spread_from(args: list[str], valued: set[str]) -> list[str]:
+    """``[DATASET, --from, A, B]`` -> ``[DATASET, --from, A, --from, B]``; ``valued``: options that take a value."""
+    out: list[str] = []
+    spread: list[int] = []  # where in ``out`` each rewritten ``--from`` sits
+    positional = taking = False
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":  # everything after it is positional
+            positional = positional or i + 1 < len(args)
+            out += args[i:]
+            break
+        if arg.startswith("-") and arg != "-":
+            taking = arg == "--from" or arg.startswith("--from=")
+            out.append(arg)
+            if arg in valued and i + 1 < len(args):  # its value, whatever it looks like
+                out.append(args[i + 1])
+                i += 1
+        elif taking:
+            spread.append(len(out))
+            out += ["--from", arg]
+        else:
+            positional = True
+            out.append(arg)
+        i += 1
+    if spread and not positional:  # `--from A B cifar10`: the last word is DATASET
+        del out[spread[-1]]
+    return out
+
+
+@data.command(cls=ManyFromCommand)
 @click.argument("dataset")
-@click.option("--from", "sources", multiple=True, type=click.Path(path_type=Path),
-              help="Archive, file or folder to read (repeat for multi-part archives); default: download.")
+@click.option("--from", "sources", multiple=True, type=click.Path(path_type=Path), metavar="PATH...",
+              help="Archives, files or folders to read; several may follow one --from, as a shell glob "
+                   "(--from part*.tar.gz) expands, or repeat --from; default: download.")
 @click.option("--data-root", type=click.Path(path_type=Path), default=None, help=DATA_ROOT_HELP)
 @click.option("--force", is_flag=True, help="Rebuild even if a cache from the same source exists.")
 def prepare(dataset: str, sources: tuple[Path, ...], data_root: Path | None, force: bool) -> None:

@@ -68,7 +68,7 @@ class CachedDataset(Dataset):
     from_also: ClassVar[str] = ""  # other accepted sources, shown in messages
     in_place: ClassVar[bool] = False  # True: read where the files lie (in_place_sources), no fixed cache
     notes: ClassVar[str] = ""  # for describe(): splits, labels, preprocessing
-    limit: int = 0
+    limit: int = 0  # train on the first N train images (0: all); never shrinks the val split
 
     def __post_init__(self) -> None:
         if self.limit < 0:
@@ -86,9 +86,18 @@ class CachedDataset(Dataset):
         return Path(root) / self.name
 
     def describe(self) -> str:
-        subset = f"only the first {self.limit} images of each split, round-robin over the classes" if self.limit \
-            else "limit=N keeps the first N images of each split, round-robin over the classes"
+        if self.limit:
+            subset = (f"trained on only the first {self.limit} train images, round-robin over the classes; "
+                      "the val split is always whole")
+        else:
+            subset = "limit=N trains on the first N train images, round-robin over the classes; val stays whole"
         return "; ".join(filter(None, [self.notes, subset]))
+
+    def identity(self, root: Path) -> dict[str, Any]:
+        """The prepared cache's source checksum: the JPEG copy and the official pickles of one
+        dataset are different data, so different experiments ("unprepared" before a prepare)."""
+        manifest = read_manifest(self.cache_dir(root))
+        return {"source": manifest["source"]["key"] if manifest else "unprepared"}
 
     def use_manifest(self, manifest: dict[str, Any]) -> None:
         """Called on every load with the cache's manifest (e.g. to adopt its measured mean/std)."""
@@ -98,7 +107,11 @@ class CachedDataset(Dataset):
         raise NotImplementedError
 
     def load(self, split: str, root: Path) -> ImageSet:
-        """Map the prepared split (preparing or downloading it first if needed); ``limit`` picks a subset."""
+        """Map the prepared split (preparing or downloading it first if needed).
+
+        ``limit`` picks a subset of the train split only: ``val`` (the official test set) is always
+        whole, so runs on a training subset are scored on the same images as full runs.
+        """
         import torch
 
         if split not in SPLITS:
@@ -106,7 +119,7 @@ class CachedDataset(Dataset):
         manifest = ensure_prepared(self, root)
         self.use_manifest(manifest)
         images, labels = open_split(self.cache_dir(root), split, manifest)
-        if self.limit and self.limit < len(labels):
+        if split == "train" and self.limit and self.limit < len(labels):
             keep = stratified_first(labels, self.limit)
             images, labels = images[keep], labels[keep]
         return ImageSet(torch.from_numpy(images), torch.from_numpy(labels), list(manifest["classes"]))

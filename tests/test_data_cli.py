@@ -72,6 +72,31 @@ def test_prepare_tiny_imagenet_from_repeated_from_options(tmp_path):
     assert "train 12, val 6 images of 64x64 px, 3 classes" in result.output
 
 
+@pytest.mark.parametrize("order", ["dataset first", "dataset last", "options between"])
+def test_prepare_tiny_imagenet_from_several_paths_after_one_from_as_a_shell_glob_gives(tmp_path, order):
+    parts = tiny_parts(make_tiny(tmp_path / "src")[0], tmp_path)
+    root = ("--data-root", tmp_path / "root")
+    args = {"dataset first": ("tiny-imagenet", "--from", *parts, *root),
+            "dataset last": (*root, "--from", *parts, "tiny-imagenet"),
+            "options between": ("--from", *parts[:2], "--force", "--from", parts[2], "tiny-imagenet", *root)}[order]
+    result = invoke("data", "prepare", *args)
+    assert result.exit_code == 0, result.output
+    assert "train 12, val 6 images of 64x64 px, 3 classes" in result.output
+    listed = json.loads(invoke("data", "list", "--data-root", tmp_path / "root", "--json").output)
+    (row,) = [r for r in listed["datasets"] if r["dataset"] == "tiny-imagenet"]
+    assert row["source"] == "part0.tar.gz, part1.tar.gz, part2.tar.gz"
+
+
+def test_paths_after_one_from_still_need_a_dataset_and_existing_files(tmp_path):
+    parts = tiny_parts(make_tiny(tmp_path / "src")[0], tmp_path)
+    assert "no such file or folder" in error_line(invoke("data", "prepare", "tiny-imagenet", "--from", parts[0],
+                                                         tmp_path / "nope.tar.gz", "--data-root", tmp_path))
+    line = error_line(invoke("data", "prepare", "tiny-imagenet", "--from", *parts[1:], "--data-root", tmp_path))
+    assert "no wnids.txt" not in line and "all three" in line and "part*.tar.gz" in line
+    missing = invoke("data", "prepare", "--from", *parts)  # the last path is taken as DATASET
+    assert missing.exit_code != 0 and "unknown dataset" in missing.output
+
+
 def test_prepare_imagefolder_in_place(tmp_path):
     make_folder(tmp_path / "mine")
     result = invoke("data", "prepare", "imagefolder:size=16", "--data-root", tmp_path / "mine")
@@ -125,12 +150,13 @@ def test_real_cifar10_counts_shapes_labels_and_classes(real_cifar):
 
 
 def test_real_cifar10_short_run_through_the_cli(real_cifar, tmp_path):
-    result = invoke("run", "--method", "naive", "--dataset", "cifar10:limit=128", "--epochs", "1",
-                    "--batch-size", "64", "--data-root", real_cifar, "--device", "cpu", "--quiet",
+    # limit shrinks only the train split: the narrow backbone keeps scoring all 10,000 val images quick on a CPU
+    result = invoke("run", "--method", "naive", "--dataset", "cifar10:limit=128", "--backbone", "resnet18:width=8",
+                    "--epochs", "1", "--batch-size", "64", "--data-root", real_cifar, "--device", "cpu", "--quiet",
                     "--leaderboard-dir", tmp_path / "boards", "--save-dir", tmp_path / "runs")
     assert result.exit_code == 0, result.output
     with open(tmp_path / "boards" / "cifar10.csv", newline="") as handle:
         (row,) = list(csv.DictReader(handle))
     assert row["dataset"] == "cifar10:limit=128" and row["method"] == "naive"
-    assert "first 128 images" in row["dataset_notes"]
+    assert "first 128 train images" in row["dataset_notes"] and "val split is always whole" in row["dataset_notes"]
     assert 0 <= float(row["acc_clean"]) <= 100

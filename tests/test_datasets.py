@@ -129,12 +129,17 @@ def test_prepare_twice_reuses_the_cache_and_loading_maps_it_copy_on_write(tmp_pa
     assert int(dataset("cifar10").load("train", tmp_path).images.max()) > 0
 
 
-def test_limit_takes_the_first_images_round_robin_over_classes(tmp_path):
+def test_limit_takes_the_first_train_images_round_robin_over_classes_and_keeps_val_whole(tmp_path):
     datastore.prepare(dataset("cifar10"), tmp_path, [make_cifar_tree(tmp_path / "src")])
     ds, train, val = load_both("cifar10:limit=12", tmp_path)
-    assert len(train) == 12 and len(val) == 12 and ds.spec() == "cifar10:limit=12"
-    assert "only the first 12 images of each split" in ds.describe()
+    assert len(train) == 12 and ds.spec() == "cifar10:limit=12"
     assert sorted(torch.bincount(train.labels, minlength=10).tolist()) == [1] * 8 + [2] * 2
+    _, full_train, full_val = load_both("cifar10", tmp_path)
+    assert len(full_train) == 30 and len(val) == 20  # the evaluation set never shrinks
+    assert torch.equal(val.images, full_val.images) and torch.equal(val.labels, full_val.labels)
+    assert "first 12 train images" in ds.describe() and "val split is always whole" in ds.describe()
+    assert "limit=N trains on the first N train images" in dataset("cifar10").describe()
+    assert len(dataset("cifar10:limit=1000").load("train", tmp_path)) == 30  # more than there are: all
     with pytest.raises(LeakbenchError, match="limit"):
         dataset("cifar10:limit=-1")
 

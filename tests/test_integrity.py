@@ -110,12 +110,20 @@ def test_two_image_folders_are_two_experiments(tmp_path):
     ids = []
     for name, shade in (("one", 10), ("two", 20)):
         folder = _fake_folder(tmp_path / name, shade)
-        config = RunConfig(method="naive", dataset=f"imagefolder:path={folder}", leakage="patch:size=2",
-                           data_root=tmp_path)
+        config = RunConfig(method="naive", dataset="imagefolder", leakage="patch:size=2", data_root=folder)
         plan = plan_run(config, Registry())
         plan.dataset.load("train", plan.data_root)  # prepares the cache whose source key identifies the data
         ids.append(experiment_id(config, plan))
-    assert ids[0] != ids[1]
+    assert ids[0] != ids[1]  # the same options (none), other data
+
+
+def test_a_prepared_cache_is_identified_by_its_source_checksum(tmp_path):
+    folder = _fake_folder(tmp_path / "one", 10)
+    config = RunConfig(method="naive", dataset="imagefolder", leakage="patch:size=2", data_root=folder)
+    plan = plan_run(config, Registry())
+    assert plan.dataset.identity(plan.data_root)["source"] == "unprepared"
+    plan.dataset.load("train", plan.data_root)
+    assert plan.dataset.identity(plan.data_root)["source"].startswith("sha256:")
 
 
 def test_backbone_options_are_recorded_and_identify_the_experiment(tmp_path):

@@ -55,6 +55,10 @@ class ImageFolder(CachedDataset):
     def folder(self, root: Path) -> Path:
         return Path(self.path or root).expanduser().resolve()
 
+    def identity(self, root: Path) -> dict[str, Any]:
+        """The folder itself and its content: two roots are two experiments, even as copies."""
+        return {"folder": str(self.folder(root)), **super().identity(root)}
+
     def in_place_sources(self, root: Path) -> list[Path]:
         folder = self.folder(root)
         if not (folder / "train").is_dir():

@@ -48,7 +48,7 @@ class Mnist(CachedDataset):
          "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"))
     known_sources: ClassVar[dict[str, str]] = {d.filename: d.checksum for d in downloads}
     from_example: ClassVar[str] = "DIR"
-    from_also: ClassVar[str] = f"a folder or archive holding {LAYOUT}, or the four files (repeat --from)"
+    from_also: ClassVar[str] = f"a folder or archive holding {LAYOUT}, or the four files (all after one --from)"
 
     def build(self, source: Source, out: CacheWriter) -> None:
         import numpy as np

@@ -33,7 +33,7 @@ class Svhn(CachedDataset):
         Download((URL + "train_32x32.mat",), "train_32x32.mat", TRAIN_MD5),
         Download((URL + "test_32x32.mat",), "test_32x32.mat", TEST_MD5),
     )
-    from_example: ClassVar[str] = "train_32x32.mat --from test_32x32.mat"
+    from_example: ClassVar[str] = "train_32x32.mat test_32x32.mat"
     from_also: ClassVar[str] = "a folder holding both"
 
     def build(self, source: Source, out: CacheWriter) -> None:

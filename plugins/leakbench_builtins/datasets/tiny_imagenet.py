@@ -15,7 +15,7 @@ from leakbench.types import Recipe
 
 LAYOUT = ("tiny-imagenet-200/{wnids.txt,words.txt}, train/<wnid>/images/*.JPEG, "
           "val/images/*.JPEG and val/val_annotations.txt (official layout)")
-PARTS = " (the part archives: pass all three, repeating --from)"
+PARTS = " (the part archives: pass all three, e.g. --from tiny-imagenet-200.part*.tar.gz)"
 
 
 @dataclass
@@ -45,7 +45,7 @@ class TinyImageNet(CachedDataset):
         Download(("http://cs231n.stanford.edu/tiny-imagenet-200.zip",), "tiny-imagenet-200.zip",
                  "md5:90528d7ca1a48142e341f4ef8d21d0de"),
     )
-    from_example: ClassVar[str] = "tiny-imagenet-200.part0.tar.gz --from ...part1.tar.gz --from ...part2.tar.gz"
+    from_example: ClassVar[str] = "tiny-imagenet-200.part*.tar.gz"
     from_also: ClassVar[str] = "the official tiny-imagenet-200.zip, or the extracted tiny-imagenet-200 folder"
 
     def wanted(self, name: str) -> bool:

@@ -23,11 +23,15 @@ class RedDot(Leakage):
     def apply(self, images, leak_labels, generator=None):
         import torch
 
-        out, b = images.clone(), torch.arange(images.shape[0], device=images.device)
-        out[b, :, self.row, leak_labels] = torch.tensor([255, 0, 0], dtype=images.dtype, device=images.device)
-        mask = torch.zeros(images.shape[0], 1, *images.shape[-2:], dtype=torch.bool, device=images.device)
-        mask[b, 0, self.row, leak_labels] = True
-        return out, mask
+        b, _, height, width = images.shape
+        rows = torch.arange(height, device=images.device).view(1, 1, -1, 1)
+        cols = torch.arange(width, device=images.device).view(1, 1, 1, -1)
+        # The mask is where the dot may land (the row's first num_classes pixels), never the dot
+        # itself: a mask at the label's column would write the label into every masked image.
+        mask = (rows == self.row % height) & (cols < self.num_classes)  # [1,1,H,W]
+        dot = mask & (cols == leak_labels.view(-1, 1, 1, 1))  # [B,1,H,W]
+        red = torch.where(torch.arange(3, device=images.device).view(1, 3, 1, 1) == 0, 255, 0).to(images.dtype)
+        return torch.where(dot, red, images), mask.expand(b, 1, height, width).clone()
 
 
 @hookimpl
