@@ -11,7 +11,9 @@ import click
 
 from leakbench.data_cli import data
 from leakbench.errors import LeakbenchError, PluginError
+from leakbench.interrupts import RunInterrupted
 from leakbench.report_cli import plot, show, sweep
+from leakbench.runs_cli import resume, runs
 
 KIND_CHOICES = ("datasets", "leakages", "maskers", "methods")
 
@@ -27,6 +29,9 @@ class LeakbenchGroup(click.Group):
                 raise
             hint = " (LEAKBENCH_DEBUG=1 shows the traceback)" if isinstance(exc, PluginError) else ""
             raise click.ClickException(f"{exc}{hint}") from None
+        except RunInterrupted as exc:  # a signal stopped a run at a step boundary: how to go on, exit 128+signal
+            click.echo(exc.message, err=True)
+            ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted: this run wrote no leaderboard row", err=True)
             ctx.exit(130)
@@ -74,15 +79,23 @@ def cli() -> None:
 @click.option("--data-root", type=click.Path(path_type=Path), default=None,
               help="Where datasets live (default: $LEAKBENCH_DATA or ~/.cache/leakbench).")
 @click.option("--save-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
-              help="Save checkpoints under SAVE_DIR/<run_id>/ (for `leakbench show --run`).")
+              help="The run's record under SAVE_DIR/<run_id>/: config, state, epoch log, checkpoint (for "
+                   "`leakbench resume` and `leakbench show --run`).")
+@click.option("--checkpoint-every", type=click.IntRange(1), default=1, show_default=True, metavar="N",
+              help="Write the training checkpoint every N epochs (and after the last); a resume restarts from it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def run(compile_: bool, **options) -> None:
+def run(compile_: bool, checkpoint_every: int, **options) -> None:
     """Train and evaluate one configuration; append a row to LEADERBOARD_DIR/<dataset>.csv."""
-    from leakbench.evaluation import METRICS
     from leakbench.pipeline import run_one
     from leakbench.types import RunConfig
 
-    result = run_one(RunConfig(compile=compile_, **options), _registry())
+    print_result(run_one(RunConfig(compile=compile_, **options), _registry(), checkpoint_every=checkpoint_every))
+
+
+def print_result(result) -> None:
+    """The metrics table a finished run (``run`` or ``resume``) prints."""
+    from leakbench.evaluation import METRICS
+
     row = result.row
     click.echo(f"\n{row['method']} (masker {row['masker']}) on {row['dataset']} / {row['leakage']}, "
                f"seed {row['seed']}, {row['epochs']} epochs, {row['train_seconds']:.0f}s on {row['device']}, "
@@ -224,6 +237,8 @@ cli.add_command(data)
 cli.add_command(show)
 cli.add_command(plot)
 cli.add_command(sweep)
+cli.add_command(resume)
+cli.add_command(runs)
 
 
 def build_cli() -> click.Group:

@@ -14,8 +14,7 @@ import datetime as dt
 import hashlib
 import json
 import os
-import time
-import uuid
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 from leakbench.errors import LeakbenchError, PluginError
 from leakbench.leaderboard import append_row, leaderboard_path
 from leakbench.registry import PluginInfo, Registry
+from leakbench.run_record import RunRecord, epoch_line, new_run_id, one_line, stopped_line
 from leakbench.splits import EVAL_SPLITS
 from leakbench.types import RUN_SETTINGS, Dataset, Leakage, Masker, Method, Recipe, RunConfig, RunResult
 
@@ -197,32 +197,106 @@ def set_determinism(device, deterministic: bool) -> None:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
 
-def run_one(config: RunConfig, registry: Registry | None = None, write: bool = True) -> RunResult:
-    """Train and evaluate one configuration and append its leaderboard row."""
-    from leakbench.backbone import describe
-    from leakbench.evaluation import evaluate
+def run_one(config: RunConfig, registry: Registry | None = None, write: bool = True, *,
+            checkpoint_every: int = 1) -> RunResult:
+    """Train and evaluate one configuration and append its leaderboard row.
 
+    With a ``save_dir`` the run owns ``<save_dir>/<run_id>/`` from its first second (config,
+    state, epoch log, a checkpoint every ``checkpoint_every`` epochs and after the last), so a
+    killed or interrupted run can be continued by ``resume_run`` with the same result.
+    """
+    if checkpoint_every < 1:
+        raise LeakbenchError(f"--checkpoint-every must be at least 1, got {checkpoint_every}")
     plan = plan_run(config, registry)
     if write:
         check_writable(config)
-    session = build_session(plan)
-    dataset, leakage, masker, method, recipe, device = (
-        plan.dataset, plan.leakage, plan.masker, plan.method, plan.recipe, plan.device)
-    trainer, classifier = session.trainer, session.classifier
+    run_id, record = new_run_id(), None
+    if config.save_dir is not None:
+        record = RunRecord.create(Path(config.save_dir), run_id, record_config(plan, run_id, checkpoint_every),
+                                  plan.recipe.epochs)
+    return execute(plan, run_id, record, write, checkpoint_every)
 
-    start = time.perf_counter()
-    with stage(f"method '{method.name}'"):
-        history = trainer.fit(progress=not config.quiet)
-    train_seconds = time.perf_counter() - start
-    with stage("evaluation"):
-        metrics = evaluate(trainer.ctx.classifier, masker, session.eval_set, trainer.normalize,
-                           recipe.eval_batch_size, trainer.ctx.autocast)
-    run_id = uuid.uuid4().hex[:12]
-    if config.save_dir is not None:  # the parent folder: each run gets <save_dir>/<run_id>/
-        save_checkpoint(Path(config.save_dir) / run_id, classifier, masker, config)
 
+def record_config(plan: Plan, run_id: str, checkpoint_every: int) -> dict[str, Any]:
+    """``config.json`` of a run record: the RunConfig as given (what ``show --run`` and a
+    resume rebuild it from) plus what it resolved to and how often it checkpoints."""
+    config = plan.config
+    masker = "" if plan.masker.name == "none" else f" ({plan.masker.spec()})"
+    return {**config.as_dict(), "run_id": run_id, "resolved_recipe": dict(plan.recipe.__dict__),
+            "backbone_resolved": plan.backbone.text(), "config_hash": config_hash(config, plan),
+            "experiment_id": experiment_id(config, plan), "checkpoint_every": checkpoint_every,
+            "experiment": f"{plan.dataset.spec()} / {plan.leakage.spec()} / {plan.method.spec()}{masker}"}
+
+
+def execute(plan: Plan, run_id: str, record: RunRecord | None, write: bool, checkpoint_every: int,
+            resume: dict[str, Any] | None = None) -> RunResult:
+    """Build, train (from ``resume``'s epoch if given), evaluate, append the row; keep the run
+    record's state true at every exit: ``done``, ``failed`` with its one line, or
+    ``interrupted`` after SIGTERM/SIGINT (stopped at a step boundary, latest checkpoint whole)."""
+    from leakbench.evaluation import evaluate
+    from leakbench.interrupts import RunInterrupted, graceful_stop
+    from leakbench.training import NonFiniteLoss
+
+    config, masker, method = plan.config, plan.masker, plan.method
+    trainer = None
+    with graceful_stop() as stop:
+        try:
+            session = build_session(plan)
+            trainer = session.trainer
+            if resume is not None:
+                try:
+                    trainer.load_state_dict(resume)
+                except LeakbenchError as exc:
+                    raise LeakbenchError(f"run {run_id}: {exc}; `leakbench resume {run_id} --restart` starts it "
+                                         "over from epoch 0") from None
+            if record is not None:
+                record.keep_epochs(trainer.epoch, [epoch_line(h, plan.recipe.epochs) for h in trainer.history])
+            on_epoch = None if record is None else \
+                lambda stats: record.after_epoch(stats, plan.recipe.epochs, checkpoint_every, trainer.state_dict)
+            with stage(f"method '{method.name}'"):
+                history = trainer.fit(progress=not config.quiet, on_epoch=on_epoch, stop=stop.check)
+            stop.check()
+            with stage("evaluation"):
+                metrics = evaluate(trainer.ctx.classifier, masker, session.eval_set, trainer.normalize,
+                                   plan.recipe.eval_batch_size, trainer.ctx.autocast)
+            row = build_row(plan, session, run_id, metrics, history)
+            if record is not None:  # the weights `leakbench show --run` reads, before the row points at them
+                record.write_models(session.classifier, masker)
+            path = None
+            if write:
+                path = leaderboard_path(config.leaderboard_dir, plan.dataset.name)
+                append_row(path, row)
+        except KeyboardInterrupt as exc:  # a stop signal at a step boundary, a second signal, or Ctrl-C unhandled
+            epoch = trainer.epoch if trainer is not None else 0
+            signum = stop.signum or getattr(exc, "signum", None) or signal.SIGINT
+            if record is not None:
+                record.update(state="interrupted", signal=signal.Signals(signum).name)
+            raise RunInterrupted(stopped_line(run_id, record, signum, epoch, plan.recipe.epochs), signum) from None
+        except NonFiniteLoss as exc:
+            if record is not None:
+                record.log_epoch(epoch_line(exc.stats, plan.recipe.epochs))
+                record.update(state="failed", error=f"run {run_id}: {exc}")
+            raise LeakbenchError(f"run {run_id}: {exc}") from None
+        except BaseException as exc:
+            if record is not None:
+                record.update(state="failed", error=one_line(exc))
+            raise
+    if record is not None:
+        record.update(state="done", epoch=trainer.epoch, leaderboard=str(path) if path else "")
+        record.checkpoint_path.unlink(missing_ok=True)  # only a resume needs it; the weights stay
+    return RunResult(metrics, row, path)
+
+
+def build_row(plan: Plan, session: Session, run_id: str, metrics: dict[str, Any], history: list[Any]) -> dict[str, Any]:
+    """The leaderboard row. Training time is the sum of the epochs' own times, so a resumed run
+    reports what its epochs cost, not the hours it lay stopped (checkpoint writes excluded)."""
+    from leakbench.backbone import describe
+
+    config, dataset, leakage, masker, method, recipe = (
+        plan.config, plan.dataset, plan.leakage, plan.masker, plan.method, plan.recipe)
     images_seen = sum(h.images for h in history)
-    row = {
+    train_seconds = sum(h.seconds for h in history)
+    return {
         "run_id": run_id,
         "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "dataset": dataset.spec(), "leakage": leakage.spec(), "strength": config.strength,
@@ -232,18 +306,13 @@ def run_one(config: RunConfig, registry: Registry | None = None, write: bool = T
         "batch_size": recipe.batch_size, "lr": recipe.lr, "seed": config.seed, "eval_split": config.eval_split,
         **metrics,
         "train_seconds": round(train_seconds, 2), "images_per_second": round(images_seen / train_seconds, 1),
-        "device": device_name(device), "precision": "bf16-autocast" if device.type == "cuda" else "fp32",
-        "deterministic": config.deterministic, "backbone_config": describe(classifier),
+        "device": device_name(plan.device), "precision": "bf16-autocast" if plan.device.type == "cuda" else "fp32",
+        "deterministic": config.deterministic, "backbone_config": describe(session.classifier),
         "dataset_notes": dataset.describe(), **environment(),
         "providers": ";".join(f"{k}={i.provider} {i.version}".strip() for k, i in plan.infos.items()),
         "experiment_id": experiment_id(config, plan), "config_hash": config_hash(config, plan),
         "config_json": json.dumps({**config.as_dict(), "recipe": recipe.__dict__}, sort_keys=True),
     }
-    path = None
-    if write:
-        path = leaderboard_path(config.leaderboard_dir, dataset.name)
-        append_row(path, row)
-    return RunResult(metrics, row, path)
 
 
 def _supervision(method: Method, masker: Masker) -> str:
@@ -319,18 +388,3 @@ def environment() -> dict[str, str]:
         pass
     return {"torch_version": torch.__version__, "timm_version": timm.__version__,
             "leakbench_version": leakbench.__version__, "git_commit": os.environ.get("LEAKBENCH_COMMIT", commit)}
-
-
-def save_checkpoint(directory: Path, classifier, masker: Masker, config: RunConfig) -> None:
-    """State dicts only, so ``torch.load(..., weights_only=True)`` reads them back."""
-    import torch
-
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        torch.save(classifier.state_dict(), directory / "classifier.pt")
-        for name, module in masker.modules().items():
-            torch.save(module.state_dict(), directory / f"masker_{name}.pt")
-        (directory / "config.json").write_text(json.dumps(config.as_dict(), indent=2, sort_keys=True))
-    except OSError as exc:
-        raise LeakbenchError(f"cannot save checkpoints in {directory}: {exc.strerror or exc}; "
-                             "choose a writable --save-dir") from None

@@ -111,11 +111,15 @@ def plot(dataset: str | None, leakage: str | None, x: str | None, metrics: tuple
 @click.option("--leaderboard-dir", type=click.Path(path_type=Path), default=None,
               help="Where rows go and where finished runs are found (default: leaderboards).")
 @click.option("--save-dir", type=click.Path(path_type=Path), default=None,
-              help="Checkpoints under SAVE_DIR/<run_id>/ (default: runs).")
+              help="Run records under SAVE_DIR/<run_id>/ (default: runs); a cell with an unfinished record there "
+                   "resumes it.")
+@click.option("--checkpoint-every", type=click.IntRange(1), default=None, metavar="N",
+              help="Each run writes its checkpoint every N epochs (default 1).")
 @click.option("--dry-run", is_flag=True, help="List the cells and what would happen; train nothing.")
 def sweep(config_file: Path | None, methods, maskers, datasets, leakages, seeds, strength, reliability, lambda_r,
-          options, epochs, recipe, backbone, eval_split, device, leaderboard_dir, save_dir, dry_run: bool) -> None:
-    """Run a grid of configurations; skip those already in the leaderboard, report failures at the end."""
+          options, epochs, recipe, backbone, eval_split, device, leaderboard_dir, save_dir, checkpoint_every,
+          dry_run: bool) -> None:
+    """Run a grid; skip cells already in the leaderboard, resume unfinished ones, report failures at the end."""
     from leakbench import sweep as sw
 
     grid = sw.load_toml(config_file) if config_file else sw.Grid()
@@ -156,12 +160,13 @@ def sweep(config_file: Path | None, methods, maskers, datasets, leakages, seeds,
         click.echo("\n".join(sw.summary(cells)))
         return
     pending = sum(c.status == "pending" for c in cells)
-    click.echo(f"sweep: {pending} to run, {len(cells) - pending} already done, duplicate or invalid; "
-               f"rows to {leaderboard}")
-    sw.run_cells(cells, registry, echo=click.echo)
+    resumes = sum(bool(c.resume) for c in cells if c.status == "pending")
+    click.echo(f"sweep: {pending} to run" + (f" ({resumes} resuming a stopped run)" if resumes else "") +
+               f", {len(cells) - pending} already done, duplicate or invalid; rows to {leaderboard}")
+    sw.run_cells(cells, registry, echo=click.echo, checkpoint_every=checkpoint_every)
     lines = sw.summary(cells)
     click.echo("\n".join(lines))
-    bad = sum(c.status in ("invalid", "failed") for c in cells)
+    bad = sum(c.status in ("invalid", "failed") for c in cells)  # "running" elsewhere is not a failure
     if bad:
         raise LeakbenchError(f"{bad} sweep cell(s) failed or were invalid (listed above); the other rows are written")
 

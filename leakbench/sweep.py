@@ -3,8 +3,9 @@
 A sweep is a product of axes (methods x maskers x leakages x seeds x knobs). Every cell is
 planned first (``plan_run``) so its ``config_hash`` is known before anything trains: cells
 whose hash is already a leaderboard row are skipped, cells that cannot be planned (an
-impossible option) are reported, and the others run one after another. A failed run costs
-only its own row; the sweep reports every failure at the end.
+impossible option) are reported, a cell with an unfinished run record (stopped, killed,
+failed) continues it, and the others run one after another. A failed run costs only its
+own row; the sweep reports every failure at the end.
 """
 
 from __future__ import annotations
@@ -107,9 +108,10 @@ class Cell:
     config: RunConfig
     label: str
     config_hash: str | None = None
-    status: str = "pending"  # pending | skipped | duplicate | invalid | done | failed
+    status: str = "pending"  # pending | skipped | duplicate | running | invalid | done | failed
     error: str = ""
     metrics: dict[str, Any] | None = None
+    resume: str = ""  # the run id of an unfinished run record of this cell, continued instead of started over
 
 
 def with_option(spec: str, key: str, value: Any) -> str:
@@ -225,11 +227,14 @@ def existing_hashes(leaderboard_dir: Path) -> set[str]:
 
 
 def plan_cells(cells: Iterable[Cell], registry: Registry, leaderboard_dir: Path) -> list[Cell]:
-    """Hash every cell; mark invalid, duplicate and already-run cells. Nothing trains."""
+    """Hash every cell; mark invalid, duplicate and already-run cells, and find the unfinished
+    run record (stopped, killed, failed) a pending cell continues. Nothing trains."""
     from leakbench.pipeline import config_hash, plan_run
+    from leakbench.run_record import by_config_hash
 
     done = existing_hashes(leaderboard_dir)
     seen: set[str] = set()
+    saved: dict[Path, tuple[dict[str, Any], set[str]]] = {}  # save dir -> (hash -> record to resume, running)
     out = []
     for cell in cells:
         try:
@@ -241,6 +246,18 @@ def plan_cells(cells: Iterable[Cell], registry: Registry, leaderboard_dir: Path)
                 cell.status = "duplicate"
             elif cell.config_hash in done:
                 cell.status = "skipped"
+            elif cell.config.save_dir is not None:
+                folder = Path(cell.config.save_dir)
+                if folder not in saved:
+                    saved[folder] = by_config_hash(folder)
+                to_resume, running = saved[folder]
+                if cell.config_hash in running:
+                    cell.status, cell.error = "running", "another process is running this cell now"
+                elif cell.config_hash in to_resume:
+                    record = to_resume[cell.config_hash]
+                    cell.resume = record.run_id
+                    cell.label += f" (resumes run {record.run_id} from epoch " \
+                                  f"{record.state().get('checkpoint_epoch', 0)})"
             seen.add(cell.config_hash)
         out.append(cell)
     return out
@@ -251,40 +268,59 @@ def run_cells(
     registry: Registry,
     echo: Callable[[str], None] = print,
     runner: Callable[..., Any] | None = None,
+    checkpoint_every: int | None = None,
 ) -> list[Cell]:
-    """Run the pending cells in order; a failure is recorded and the sweep goes on."""
+    """Run the pending cells in order (continuing a cell's unfinished run record where there is
+    one); a failure is recorded and the sweep goes on. SIGTERM or SIGINT stops the sweep at the
+    current run's next step boundary (that run is left resumable); the rows written stay."""
+    from leakbench.interrupts import RunInterrupted, graceful_stop
     from leakbench.pipeline import run_one
+    from leakbench.resume import resume_run
 
     runner = runner or run_one
+    every = {} if checkpoint_every is None else {"checkpoint_every": checkpoint_every}
     pending = [c for c in cells if c.status == "pending"]
-    for i, cell in enumerate(pending, 1):
-        try:
-            result = runner(cell.config, registry)
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # one bad cell must not stop the grid
-            cell.status = "failed"
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            cell.error = message if isinstance(exc, LeakbenchError) else f"{type(exc).__name__}: {message}"
-            echo(f"[{i}/{len(pending)}] FAILED {cell.label}: {cell.error}")
-        else:
-            cell.status, cell.metrics = "done", result.metrics
-            acc = result.metrics.get("acc_clean")
-            masked = result.metrics.get("acc_clean_masked")
-            shown = f"acc_clean {acc:.2f}" + (f", masked {masked:.2f}" if masked is not None else "")
-            echo(f"[{i}/{len(pending)}] {cell.label}: {shown}, run {result.row['run_id']}")
+    with graceful_stop() as stop:
+        for i, cell in enumerate(pending, 1):
+            if stop:
+                raise RunInterrupted(f"sweep stopped by {stop.name} before cell {i} of {len(pending)}; rerun the "
+                                     "same sweep to go on (finished cells are skipped)", stop.signum)
+            try:
+                if cell.resume:
+                    result = resume_run(cell.resume, Path(cell.config.save_dir), registry, config=cell.config,
+                                        **every)
+                else:
+                    result = runner(cell.config, registry, **every)
+            except RunInterrupted as exc:
+                raise RunInterrupted(f"sweep stopped in cell {i} of {len(pending)}: {exc.message}; or rerun the "
+                                     "same sweep (finished cells are skipped, this one resumes)", exc.signum) from None
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # one bad cell must not stop the grid
+                cell.status = "failed"
+                message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                cell.error = message if isinstance(exc, LeakbenchError) else f"{type(exc).__name__}: {message}"
+                echo(f"[{i}/{len(pending)}] FAILED {cell.label}: {cell.error}")
+            else:
+                cell.status, cell.metrics = "done", result.metrics
+                acc = result.metrics.get("acc_clean")
+                masked = result.metrics.get("acc_clean_masked")
+                shown = f"acc_clean {acc:.2f}" + (f", masked {masked:.2f}" if masked is not None else "")
+                echo(f"[{i}/{len(pending)}] {cell.label}: {shown}, run {result.row['run_id']}")
     return cells
 
 
 def summary(cells: list[Cell]) -> list[str]:
     """Counts per status, then one line per invalid or failed cell."""
     counts = {s: sum(c.status == s for c in cells)
-              for s in ("pending", "done", "skipped", "duplicate", "invalid", "failed")}
+              for s in ("pending", "done", "skipped", "duplicate", "running", "invalid", "failed")}
     to_run = f"{counts['pending']} to run, " if counts["pending"] else ""
+    running = f"{counts['running']} running elsewhere, " if counts["running"] else ""
     lines = [f"sweep: {len(cells)} cells: {to_run}{counts['done']} ran, {counts['skipped']} already in the "
-             f"leaderboard, {counts['duplicate']} duplicates, {counts['invalid']} invalid, {counts['failed']} failed"]
+             f"leaderboard, {counts['duplicate']} duplicates, {running}{counts['invalid']} invalid, "
+             f"{counts['failed']} failed"]
     for cell in cells:
-        if cell.status in ("invalid", "failed"):
+        if cell.status in ("invalid", "failed", "running"):
             lines.append(f"  {cell.status}: {cell.label}: {cell.error}")
     return lines
 

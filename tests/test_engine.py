@@ -115,7 +115,7 @@ def test_met_step_updates_classifier_and_masker_and_keeps_the_encoder_off_the_ma
 
 def test_gpu_code_path_runs_under_bf16_autocast_and_channels_last(registry):
     """The CUDA path (bf16 autocast, channels_last) exercised on CPU, where autocast also exists."""
-    from leakbench.evaluation import evaluate
+    from leakbench.evaluation import build_eval_set, evaluate
     from leakbench.types import ImageSet
 
     torch.manual_seed(0)
@@ -133,5 +133,6 @@ def test_gpu_code_path_runs_under_bf16_autocast_and_channels_last(registry):
     leak.prepare(10, 16)
     data = ImageSet(torch.randint(0, 256, (20, 3, 16, 16), dtype=torch.uint8), torch.arange(20) % 10,
                     [str(i) for i in range(10)])
-    metrics = evaluate(classifier, masker, leak, data, Normalizer((0.5,) * 3, (0.25,) * 3, device), 8, 0, bf16)
+    eval_set = build_eval_set(data, leak, "test").to(device)
+    metrics = evaluate(classifier, masker, eval_set, Normalizer((0.5,) * 3, (0.25,) * 3, device), 8, bf16)
     assert 0 <= metrics["acc_clean"] <= 100 and 0 <= metrics["leak_coverage"] <= 1

@@ -73,7 +73,7 @@ def test_show_a_finished_run_from_its_checkpoints(finished_run, tmp_path):
 
 def test_checkpoint_loads_with_weights_only_and_reproduces_the_row(finished_run):
     from leakbench.augment import Normalizer
-    from leakbench.evaluation import evaluate
+    from leakbench.evaluation import build_eval_set, evaluate
     from leakbench.pipeline import plan_run
 
     root, result = finished_run
@@ -83,7 +83,8 @@ def test_checkpoint_loads_with_weights_only_and_reproduces_the_row(finished_run)
     plan.leakage.prepare(val.num_classes, val.images.shape[-1])
     classifier, masker = reports.load_models(run, plan, val.num_classes, val.images.shape[-1], torch.device("cpu"))
     normalize = Normalizer(plan.dataset.mean, plan.dataset.std, torch.device("cpu"))
-    metrics = evaluate(classifier, masker, plan.leakage, val, normalize, plan.recipe.eval_batch_size, run.config.seed)
+    eval_set = build_eval_set(val, plan.leakage, "test", plan.recipe.eval_batch_size)
+    metrics = evaluate(classifier, masker, eval_set, normalize, plan.recipe.eval_batch_size)
     assert metrics["acc_clean"] == pytest.approx(result.metrics["acc_clean"], abs=1e-6)
     assert metrics["mask_size_pct"] == pytest.approx(result.metrics["mask_size_pct"], rel=1e-4)
     saved = json.loads((run.directory / "config.json").read_text())
