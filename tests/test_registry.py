@@ -85,6 +85,8 @@ def test_options_are_typed_and_validated(registry):
         registry.create("maskers", "casme:lamda_r=1")
     with pytest.raises(LeakbenchError, match="lambda_r must be >= 0"):
         registry.create("maskers", "casme:lambda_r=-1")
+    with pytest.raises(LeakbenchError, match="option 'lambda_r' must be a finite number, got 'nan'"):
+        registry.create("maskers", "casme:lambda_r=nan")  # passes ">= 0"; refused for every float option
     with pytest.raises(LeakbenchError, match="key=value"):
         registry.create("maskers", "casme:10")
 
