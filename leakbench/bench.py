@@ -45,7 +45,7 @@ def measure(config: RunConfig, steps: int = 50, warmup: int = 10, registry: Regi
     sync()
     train_seconds = time.perf_counter() - start
 
-    model, val = trainer.ctx.classifier, session.val_set
+    model, val = trainer.ctx.classifier, session.eval_set
     model.eval()
     eval_batch = min(plan.recipe.eval_batch_size, len(val))
     x = trainer.normalize(val.images[:eval_batch])
