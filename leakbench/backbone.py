@@ -96,30 +96,20 @@ def resolve_backbone(spec: str) -> BackboneSpec:
             raise LeakbenchError(f"backbone '{name}' has no option '{key}'{closest(key, accepted)}; "
                                  f"options of timm's {cls.__name__}: {', '.join(sorted(accepted))}")
         options[key] = _typed(text, accepted[key].default, f"backbone '{name}' option '{key}'")
-    if "width" in options and (not isinstance(options["width"], int) or options["width"] < 1):
+    if options.get("width", 1) < 1:
         raise LeakbenchError(f"backbone '{name}' option 'width' must be a positive integer, got {raw['width']}")
     return BackboneSpec(name, options)
 
 
 def _typed(text: str, default: Any, what: str) -> Any:
-    """A value typed like the keyword's default (int, float, bool), else a Python literal or text."""
+    """A value typed like the keyword's default (bool, int, float: as plugin options are), else
+    a Python literal or the text itself."""
     import ast
-    import math
 
-    try:
-        if isinstance(default, bool):
-            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(text)
-            return text.lower() in ("true", "1", "yes")
-        if isinstance(default, int):
-            return int(text)
-        if isinstance(default, float):
-            value = float(text)
-            if not math.isfinite(value):
-                raise LeakbenchError(f"{what} must be a finite number, got '{text}'")
-            return value
-    except ValueError:
-        raise LeakbenchError(f"{what} expects {type(default).__name__}, got '{text}'") from None
+    from leakbench.types import _coerce
+
+    if isinstance(default, (bool, int, float)):
+        return _coerce(text, type(default), what)
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):

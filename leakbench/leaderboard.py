@@ -15,6 +15,7 @@ from typing import Any
 
 from leakbench.errors import LeakbenchError
 from leakbench.evaluation import METRICS
+from leakbench.types import RUN_SETTINGS
 
 # The schema, defined once. Pipeline order first, then metrics, then what makes a row reproducible.
 # eval_split is a key: a row scored on the tune split is never averaged with one scored on test.
@@ -38,7 +39,7 @@ PER_RUN_COLUMNS = ("run_id", "timestamp", "train_seconds", "images_per_second", 
 GROUPABLE_COLUMNS = tuple(c for c in COLUMNS if c not in METRICS and c not in PER_RUN_COLUMNS)
 # config_json keys that say where or how a run ran, not what it was: left out of the identity of
 # rows written before experiment_id existed.
-RUN_ONLY_KEYS = ("seed", "device", "leaderboard_dir", "data_root", "save_dir", "compile", "quiet", "deterministic")
+RUN_ONLY_KEYS = ("seed", *RUN_SETTINGS)
 
 
 def leaderboard_path(directory: Path, dataset: str) -> Path:

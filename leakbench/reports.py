@@ -74,19 +74,10 @@ def find_run(run: str, leaderboard_dir: Path) -> LoadedRun:
     for directory in candidates:
         if (directory / "config.json").is_file() and (directory / "classifier.pt").is_file():
             raw = json.loads((directory / "config.json").read_text())
-            return LoadedRun(directory.name, directory, _config_from(raw), row)
+            return LoadedRun(directory.name, directory, RunConfig.from_dict(raw), row)
     where = ", ".join(str(c) for c in dict.fromkeys(candidates))
     raise LeakbenchError(f"no checkpoint for run '{run}' (looked in {where}); runs save to runs/<run_id>/ by default, "
                          "pass --run with the folder if it was saved elsewhere")
-
-
-def _config_from(raw: dict[str, Any]) -> RunConfig:
-    fields = {f.name: f for f in dataclasses.fields(RunConfig)}
-    kwargs = {k: v for k, v in raw.items() if k in fields}
-    for key in ("leaderboard_dir", "data_root", "save_dir"):
-        if kwargs.get(key) is not None:
-            kwargs[key] = Path(kwargs[key])
-    return RunConfig(**kwargs)
 
 
 @dataclass

@@ -9,7 +9,6 @@ the same metrics (on the same device and thread count) and the same run id.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +16,6 @@ from leakbench.errors import LeakbenchError
 from leakbench.registry import Registry
 from leakbench.run_record import RunRecord
 from leakbench.types import RunConfig, RunResult
-
-
-def config_from_record(raw: dict[str, Any]) -> RunConfig:
-    """The RunConfig a record's ``config.json`` was written from (extra keys ignored)."""
-    fields = {f.name for f in dataclasses.fields(RunConfig)}
-    kwargs = {k: v for k, v in raw.items() if k in fields}
-    for key in ("leaderboard_dir", "data_root", "save_dir"):
-        if kwargs.get(key) is not None:
-            kwargs[key] = Path(kwargs[key])
-    return RunConfig(**kwargs)
 
 
 def resume_run(run_id: str, save_dir: Path = Path("runs"), registry: Registry | None = None, *,
@@ -51,7 +40,7 @@ def resume_run(run_id: str, save_dir: Path = Path("runs"), registry: Registry | 
         raise LeakbenchError(f"run {run_id} is still running (pid {state.get('pid')}); stop it first "
                              f"(kill -TERM {state.get('pid')} stops it at the next step, resumable)")
     saved = record.config()
-    config = config or config_from_record(saved)
+    config = config or RunConfig.from_dict(saved)
     plan = plan_run(config, registry)
     if write:
         check_writable(config)

@@ -290,6 +290,17 @@ class RunConfig:
         out = dataclasses.asdict(self)
         return {k: str(v) if isinstance(v, Path) else v for k, v in out.items()}
 
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
+        """The inverse of ``as_dict`` (a run record's ``config.json``); keys that are not fields
+        are ignored, so records may carry more."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in raw.items() if k in names}
+        for key in ("leaderboard_dir", "data_root", "save_dir"):
+            if kwargs.get(key) is not None:
+                kwargs[key] = Path(kwargs[key])
+        return cls(**kwargs)
+
 
 @dataclass
 class RunResult:

@@ -37,8 +37,8 @@ def test_dataset_loads_uint8_images_or_says_how_to_get_them(name, tmp_path):
     assert len(dataset.mean) == 3 and len(dataset.std) == 3 and min(dataset.std) > 0
 
 
-@pytest.mark.parametrize("name", names("maskers"))
-def test_masker_gives_a_soft_mask_of_the_image_shape_or_none(name):
+def _built_masker(name):
+    """A masker built on a tiny ResNet, with a batch, its features and a leak mask in row 0."""
     torch.manual_seed(0)
     classifier = create_classifier("resnet18", 10, 16, channels=(8, 16, 32, 64))
     masker = REGISTRY.create("maskers", name)
@@ -47,6 +47,12 @@ def test_masker_gives_a_soft_mask_of_the_image_shape_or_none(name):
     leak_mask = torch.zeros(4, 1, 16, 16, dtype=torch.bool)
     leak_mask[:, :, 0, :4] = True
     _, feats = classifier(x, features=True)
+    return classifier, masker, x, feats, leak_mask
+
+
+@pytest.mark.parametrize("name", names("maskers"))
+def test_masker_gives_a_soft_mask_of_the_image_shape_or_none(name):
+    _, masker, x, feats, leak_mask = _built_masker(name)
     m = masker(x, feats, leak_mask)
     if m is None:
         assert masker.modules() == {}
@@ -62,14 +68,7 @@ def test_masker_runs_in_fp32_inside_bf16_autocast(name):
     """On CUDA the engine calls maskers under bf16 autocast. A bf16 sigmoid saturates to exactly 1
     from a logit of about 6.25 (fp32: 16.75) and saturated cells get no gradient, so masker networks
     opt out of autocast: the mask is the one computed without it, to the bit."""
-    torch.manual_seed(0)
-    classifier = create_classifier("resnet18", 10, 16, channels=(8, 16, 32, 64))
-    masker = REGISTRY.create("maskers", name)
-    masker.build(classifier, 16, RECIPES["paper"], torch.device("cpu"))
-    x = torch.randn(4, 3, 16, 16)
-    leak_mask = torch.zeros(4, 1, 16, 16, dtype=torch.bool)
-    leak_mask[:, :, 0, :4] = True
-    _, feats = classifier(x, features=True)
+    classifier, masker, x, feats, leak_mask = _built_masker(name)
     plain = masker(x, feats, leak_mask)
     if plain is None:
         return
