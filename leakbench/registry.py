@@ -59,8 +59,12 @@ def _load_entrypoints(pm: pluggy.PluginManager) -> None:
     # give a one-line error naming its distribution instead of an ImportError traceback.
     allowed = os.environ.get("LEAKBENCH_LOAD_PLUGINS")
     allow = None if allowed is None else {n.strip().lower() for n in allowed.split(",") if n.strip()}
+    seen: set[str] = set()
     for dist in importlib.metadata.distributions():
         dist_name = (dist.metadata["Name"] or "").lower()
+        if dist_name in seen:  # a copy earlier on sys.path shadows this one, as it does for imports
+            continue
+        seen.add(dist_name)
         if allow is not None and dist_name != hookspecs.PROJECT and dist_name not in allow:
             continue
         for ep in dist.entry_points:
