@@ -22,7 +22,7 @@ from typing import Any
 
 from leakbench.errors import LeakbenchError, PluginError
 from leakbench.leaderboard import append_row, leaderboard_path
-from leakbench.registry import PluginInfo, Registry
+from leakbench.registry import PluginInfo, Registry, parse_spec
 from leakbench.run_record import RunRecord, epoch_line, new_run_id, one_line, stopped_line
 from leakbench.splits import EVAL_SPLITS
 from leakbench.types import RUN_SETTINGS, Dataset, Leakage, Masker, Method, Recipe, RunConfig, RunResult
@@ -75,7 +75,11 @@ def plan_run(config: RunConfig, registry: Registry | None = None) -> Plan:
     if config.eval_split not in EVAL_SPLITS:
         raise LeakbenchError(f"--eval-split must be one of {', '.join(EVAL_SPLITS)}, got '{config.eval_split}'")
     recipe = resolve_recipe(dataset, config.recipe, config.epochs, config.batch_size, config.lr)
-    backbone = resolve_backbone(config.backbone or dataset.default_backbone)
+    if recipe.dataset_options:  # the scale a track recipe was sized at, where the user did not set it
+        name, given = parse_spec(config.dataset)
+        options = {**{k: str(v) for k, v in recipe.dataset_options.items()}, **given}
+        dataset = registry.get("datasets", name).cls.from_options(options)
+    backbone = resolve_backbone(config.backbone or recipe.backbone or dataset.default_backbone)
     return Plan(config, dataset, leakage, masker, method, infos, recipe, resolve_device(config.device),
                 data_root(config.data_root), backbone)
 

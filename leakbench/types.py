@@ -132,11 +132,17 @@ class Recipe:
     masker_lr: float = 1e-3
     masker_weight_decay: float = 1e-4
     eval_batch_size: int = 1000
+    # A recipe sized for a machine (a CPU track) also names the scale it was sized at: the
+    # backbone and dataset options it applies unless the user gives them (--backbone,
+    # --dataset NAME:key=value). Their effect is in the resolved backbone and dataset, which
+    # the row and the experiment identity record, so they are not part of the recipe's identity.
+    backbone: str | None = None
+    dataset_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def identity(self) -> dict[str, Any]:
         """The fields that shape training (milestones only matter to a step schedule), so
         experiments keep their config hash when a field they do not use is added."""
-        fields = dict(self.__dict__)
+        fields = {k: v for k, v in self.__dict__.items() if k not in ("backbone", "dataset_options")}
         if self.schedule != "step":
             fields.pop("milestones")
         return fields
