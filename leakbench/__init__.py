@@ -4,7 +4,8 @@ Public API for plugin authors: ``hookimpl`` and the base classes in ``leakbench.
 """
 
 from leakbench.hookspecs import hookimpl
-from leakbench.types import Dataset, ImageSet, Leakage, Masker, Method, Recipe, RunConfig
+from leakbench.types import Dataset, ImageSet, Leakage, Masker, Method, Recipe, RunConfig, Stage
 
 __version__ = "0.1.0"
-__all__ = ["Dataset", "ImageSet", "Leakage", "Masker", "Method", "Recipe", "RunConfig", "__version__", "hookimpl"]
+__all__ = ["Dataset", "ImageSet", "Leakage", "Masker", "Method", "Recipe", "RunConfig", "Stage", "__version__",
+           "hookimpl"]

@@ -15,7 +15,7 @@ from leakbench.interrupts import RunInterrupted
 from leakbench.report_cli import plot, show, sweep
 from leakbench.runs_cli import resume, runs
 
-KIND_CHOICES = ("datasets", "leakages", "maskers", "methods")
+KIND_CHOICES = ("datasets", "leakages", "maskers", "methods", "executors")
 
 
 class LeakbenchGroup(click.Group):

@@ -26,7 +26,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
-    from leakbench.types import Dataset, Leakage, Masker, Method
+    from leakbench.types import Dataset, Executor, Leakage, Masker, Method
 
 PROJECT = "leakbench"  # marker name == entry-point group
 
@@ -94,15 +94,44 @@ def register_methods() -> Iterable[type[Method]]:
     """Return method classes (subclasses of :class:`leakbench.types.Method`).
 
     A method is a training procedure: it receives each prepared batch and updates the
-    classifier (and a learned masker). It declares its supervision (``none``,
+    classifier (and a learned masker). It declares its supervision (``none``, ``leak-label``,
     ``leak-mask`` or ``clean-data``) so leaderboards never mix oracle-informed rows with
-    unsupervised ones.
+    unsupervised ones; only a ``leak-label`` method is handed the batch's leak labels.
+
+    A method that needs more than one pass (train, look at the model, train again) returns
+    its schedule from ``stages(epochs)``: ``Stage(name, epochs, begin)`` objects whose epochs
+    add up to the run's. The engine still owns the data, augmentation, the leak, the
+    learning-rate schedule (restarted per stage), progress and checkpoints; ``begin(trainer)``
+    uses the trainer's tools (``predict``, ``training_images``, ``held_out_clean``,
+    ``reset_classifier``, ``new_classifier``, ``set_sample_weights``). The method's own
+    networks, optimisers and state (``modules``, ``optimizers``, ``state_dict``) are saved with
+    the run's checkpoint, so a resumed run continues in the right stage.
 
     Example::
 
         @hookimpl
         def register_methods():
             return [GroupDRO]
+    """
+
+
+@hookspec
+def register_executors() -> Iterable[type[Executor]]:
+    """Return executor classes (subclasses of :class:`leakbench.types.Executor`).
+
+    An executor decides where a sweep's cells run: ``leakbench sweep --executor NAME:options``
+    (built-ins: ``local``, ``processes:N``, ``ray``). Its ``run(cells, task, report, stop)``
+    calls ``task(cell)`` for each cell, wherever it likes (``task`` pickles), and hands each
+    outcome to ``report`` in the sweep's process; the per-cell logic (resuming a stopped
+    run, failure isolation, the leaderboard row) stays in ``task``, so every executor gets
+    it for free. Import heavy or optional libraries inside ``run``, and turn a missing one
+    into a one-line ``LeakbenchError`` that says what to install.
+
+    Example::
+
+        @hookimpl
+        def register_executors():
+            return [SlurmArray]
     """
 
 

@@ -18,12 +18,14 @@ from leakbench.evaluation import METRICS
 from leakbench.types import RUN_SETTINGS
 
 # The schema, defined once. Pipeline order first, then metrics, then what makes a row reproducible.
+# clean_images: how many leak-free images a clean-data method used (empty: none). epochs: the run's
+# total, the sum over the method's stages; stages: how they split ("identify:3+upweighted:12").
 # eval_split is a key: a row scored on the tune split is never averaged with one scored on test.
 KEY_COLUMNS = ("dataset", "leakage", "strength", "reliability", "leak_stage", "masker", "method",
                "supervision", "backbone", "recipe", "epochs", "eval_split")
 COLUMNS = (
     "run_id", "timestamp", "dataset", "leakage", "strength", "reliability", "leak_stage", "masker", "method",
-    "supervision", "backbone", "recipe", "epochs", "batch_size", "lr", "seed", "eval_split",
+    "supervision", "clean_images", "backbone", "recipe", "epochs", "stages", "batch_size", "lr", "seed", "eval_split",
     *METRICS,
     "train_seconds", "images_per_second", "device", "precision", "deterministic", "backbone_config",
     "dataset_notes", "torch_version", "timm_version", "leakbench_version", "providers", "git_commit",
@@ -146,7 +148,7 @@ def read(paths: Iterable[Path]):
     and columns an older file lacks, are NaN)."""
     import pandas as pd
 
-    text = {c: str for c in ("run_id", "leakage", "masker", "eval_split", "git_commit", "experiment_id",
+    text = {c: str for c in ("run_id", "leakage", "masker", "eval_split", "stages", "git_commit", "experiment_id",
                              "config_hash", "config_json")}
     frames = []
     for path in paths:

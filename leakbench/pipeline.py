@@ -75,6 +75,9 @@ def plan_run(config: RunConfig, registry: Registry | None = None) -> Plan:
     if config.eval_split not in EVAL_SPLITS:
         raise LeakbenchError(f"--eval-split must be one of {', '.join(EVAL_SPLITS)}, got '{config.eval_split}'")
     recipe = resolve_recipe(dataset, config.recipe, config.epochs, config.batch_size, config.lr)
+    from leakbench.training import resolve_stages
+
+    resolve_stages(method, recipe.epochs)  # a schedule that cannot be split stops here, before any data
     if recipe.dataset_options:  # the scale a track recipe was sized at, where the user did not set it
         name, given = parse_spec(config.dataset)
         options = {**{k: str(v) for k, v in recipe.dataset_options.items()}, **given}
@@ -183,8 +186,13 @@ def build_session(plan: Plan) -> Session:
     if plan.method.spoils_training:
         leak_plan = LeakPlan.build(leakage, train_set.labels, train_set.num_classes, config.strength,
                                    config.reliability, config.leak_stage, gen)
-    trainer = Trainer(ctx, plan.method, train_set, leak_plan, Normalizer(dataset.mean, dataset.std, device),
-                      dataset.crop_padding, dataset.flip, gen)
+    def second_classifier():  # for methods that train another network of the same architecture (LfF)
+        return to_device(create_classifier(plan.backbone.name, train_set.num_classes, image_size,
+                                           **plan.backbone.kwargs()), device)
+
+    with stage(f"method '{plan.method.name}'"):
+        trainer = Trainer(ctx, plan.method, train_set, leak_plan, Normalizer(dataset.mean, dataset.std, device),
+                          dataset.crop_padding, dataset.flip, gen, second_classifier)
     return Session(trainer, eval_set, classifier)
 
 
@@ -295,6 +303,7 @@ def build_row(plan: Plan, session: Session, run_id: str, metrics: dict[str, Any]
     """The leaderboard row. Training time is the sum of the epochs' own times, so a resumed run
     reports what its epochs cost, not the hours it lay stopped (checkpoint writes excluded)."""
     from leakbench.backbone import describe
+    from leakbench.training import describe_stages
 
     config, dataset, leakage, masker, method, recipe = (
         plan.config, plan.dataset, plan.leakage, plan.masker, plan.method, plan.recipe)
@@ -306,7 +315,9 @@ def build_row(plan: Plan, session: Session, run_id: str, metrics: dict[str, Any]
         "dataset": dataset.spec(), "leakage": leakage.spec(), "strength": config.strength,
         "reliability": config.reliability, "leak_stage": config.leak_stage if method.spoils_training else "",
         "masker": masker.spec(), "method": method.spec(), "supervision": _supervision(method, masker),
+        "clean_images": method.clean_images(len(session.trainer.data)),
         "backbone": plan.backbone.text(), "recipe": recipe.name, "epochs": recipe.epochs,
+        "stages": describe_stages(session.trainer.stages),
         "batch_size": recipe.batch_size, "lr": recipe.lr, "seed": config.seed, "eval_split": config.eval_split,
         **metrics,
         "train_seconds": round(train_seconds, 2), "images_per_second": round(images_seen / train_seconds, 1),

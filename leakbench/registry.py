@@ -18,15 +18,17 @@ import pluggy
 
 from leakbench import hookspecs
 from leakbench.errors import LeakbenchError, PluginError, closest
-from leakbench.types import SUPERVISION, Dataset, Leakage, Masker, Method, Plugin
+from leakbench.types import SUPERVISION, Dataset, Executor, Leakage, Masker, Method, Plugin
 
 KINDS: dict[str, tuple[str, type[Plugin]]] = {
     "datasets": ("register_datasets", Dataset),
     "leakages": ("register_leakages", Leakage),
     "maskers": ("register_maskers", Masker),
     "methods": ("register_methods", Method),
+    "executors": ("register_executors", Executor),
 }
-SINGULAR = {"datasets": "dataset", "leakages": "leakage", "maskers": "masker", "methods": "method"}
+SINGULAR = {"datasets": "dataset", "leakages": "leakage", "maskers": "masker", "methods": "method",
+            "executors": "executor"}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
@@ -133,9 +135,12 @@ class Registry:
         return plugins[name]
 
     def create(self, kind: str, spec: str) -> Any:
-        """Instantiate ``name:key=value,...`` with validated options."""
-        name, options = parse_spec(spec)
-        return self.get(kind, name).cls.from_options(options)
+        """Instantiate ``name:key=value,...`` with validated options; a plugin with a
+        ``positional`` option also takes ``name:value`` (``processes:2``)."""
+        name = spec.strip().partition(":")[0].strip()
+        cls = self.get(kind, name).cls
+        _, options = parse_spec(_positional(spec, cls.positional))
+        return cls.from_options(options)
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
@@ -148,6 +153,15 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
             raise LeakbenchError(f"cannot read option '{item}' in '{spec}'; write name:key=value,key=value")
         options[key.strip().replace("-", "_")] = value.strip()
     return name.strip(), options
+
+
+def _positional(spec: str, option: str) -> str:
+    """``name:value,k=v`` -> ``name:option=value,k=v`` when the first item is a bare value."""
+    name, colon, rest = spec.partition(":")
+    first, comma, others = rest.partition(",")
+    if not option or not colon or not first.strip() or "=" in first:
+        return spec
+    return f"{name}:{option}={first.strip()}{comma}{others}"
 
 
 def _who(info: PluginInfo) -> str:

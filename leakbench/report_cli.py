@@ -115,10 +115,14 @@ def plot(dataset: str | None, leakage: str | None, x: str | None, metrics: tuple
                    "resumes it.")
 @click.option("--checkpoint-every", type=click.IntRange(1), default=None, metavar="N",
               help="Each run writes its checkpoint every N epochs (default 1).")
+@click.option("--executor", "executor_spec", default="local", show_default=True, metavar="SPEC",
+              help="Where cells run: local (one after another here), processes:N (N worker processes; one per "
+                   "GPU), ray or ray:address=auto (Ray tasks; pip install \"leakbench[ray]\"). "
+                   "`leakbench list executors -v` shows their options.")
 @click.option("--dry-run", is_flag=True, help="List the cells and what would happen; train nothing.")
 def sweep(config_file: Path | None, methods, maskers, datasets, leakages, seeds, strength, reliability, lambda_r,
           options, epochs, recipe, backbone, eval_split, device, leaderboard_dir, save_dir, checkpoint_every,
-          dry_run: bool) -> None:
+          executor_spec: str, dry_run: bool) -> None:
     """Run a grid; skip cells already in the leaderboard, resume unfinished ones, report failures at the end."""
     from leakbench import sweep as sw
 
@@ -152,6 +156,7 @@ def sweep(config_file: Path | None, methods, maskers, datasets, leakages, seeds,
     leaderboard = Path(grid.settings.get("leaderboard_dir", Path("leaderboards")))
 
     registry = _registry()
+    executor = registry.create("executors", executor_spec)  # a bad name or a missing Ray: one line, nothing planned
     cells = sw.plan_cells(sw.expand(grid, registry), registry, leaderboard)
     if dry_run:
         for cell in cells:
@@ -163,7 +168,7 @@ def sweep(config_file: Path | None, methods, maskers, datasets, leakages, seeds,
     resumes = sum(bool(c.resume) for c in cells if c.status == "pending")
     click.echo(f"sweep: {pending} to run" + (f" ({resumes} resuming a stopped run)" if resumes else "") +
                f", {len(cells) - pending} already done, duplicate or invalid; rows to {leaderboard}")
-    sw.run_cells(cells, registry, echo=click.echo, checkpoint_every=checkpoint_every)
+    sw.run_cells(cells, registry, echo=click.echo, checkpoint_every=checkpoint_every, executor=executor)
     lines = sw.summary(cells)
     click.echo("\n".join(lines))
     bad = sum(c.status in ("invalid", "failed") for c in cells)  # "running" elsewhere is not a failure

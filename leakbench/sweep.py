@@ -4,8 +4,9 @@ A sweep is a product of axes (methods x maskers x leakages x seeds x knobs). Eve
 planned first (``plan_run``) so its ``config_hash`` is known before anything trains: cells
 whose hash is already a leaderboard row are skipped, cells that cannot be planned (an
 impossible option) are reported, a cell with an unfinished run record (stopped, killed,
-failed) continues it, and the others run one after another. A failed run costs only its
-own row; the sweep reports every failure at the end.
+failed) continues it, and the others run through an executor plugin (``local``: one after
+another in this process; ``processes:N``; ``ray``), each cell by the same ``CellTask``. A
+failed run costs only its own row; the sweep reports every failure at the end.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from leakbench.errors import LeakbenchError
 from leakbench.registry import Registry, parse_spec
-from leakbench.types import RUN_SETTINGS, RunConfig, _coerce
+from leakbench.types import RUN_SETTINGS, CellOutcome, Executor, RunConfig, _coerce
 
 # RunConfig fields a grid may vary; other fields are fixed settings for every cell.
 AXES = ("dataset", "leakage", "method", "masker", "backbone", "recipe", "epochs", "batch_size", "lr", "seed",
@@ -129,14 +130,17 @@ def _text(value: Any) -> str:
 
 def expand(grid: Grid, registry: Registry) -> list[Cell]:
     """Every combination of the axes, with plugin options applied to whichever of the
-    method or masker has them (a knob that does not apply leaves the cell unchanged; the
-    duplicates this makes are dropped later by config hash)."""
+    method or masker has them. A knob that does not apply leaves the cell unchanged (naive
+    has no masker to vary); such repeats are left out here, so one grid can vary the masker
+    of MET beside methods without one. Different spellings of one experiment are caught
+    later, by config hash, and reported as duplicates."""
     axes = {k: v for k, v in grid.axes.items() if v}
     if not axes.get("method"):
         raise LeakbenchError("a sweep needs at least one method (--method NAME, repeatable, or method = [...])")
     names = list(axes)
     option_names = list(grid.options)
-    cells = []
+    cells: list[Cell] = []
+    seen: set[str] = set()
     for values in itertools.product(*(axes[n] for n in names)):
         base = dict(zip(names, values, strict=True))
         base["masker"] = _masker_for(str(base["method"]), base.get("masker"), registry)
@@ -147,7 +151,9 @@ def expand(grid: Grid, registry: Registry) -> list[Cell]:
                 if target is not None:
                     chosen[target] = with_option(chosen[target], key, value)
             config = RunConfig(**{k: _coerce_axis(k, v) for k, v in chosen.items()}, **grid.settings)
-            cells.append(Cell(config, _label(config)))
+            if repr(config) not in seen:
+                seen.add(repr(config))
+                cells.append(Cell(config, _label(config)))
     return cells
 
 
@@ -263,51 +269,185 @@ def plan_cells(cells: Iterable[Cell], registry: Registry, leaderboard_dir: Path)
     return out
 
 
+@dataclass
+class CellTask:
+    """Runs one cell, wherever an executor puts it: the only copy of the per-cell logic.
+
+    It continues the cell's unfinished run record when there is one (and, with ``rediscover``,
+    looks for one again first: a retried Ray task finds the record its killed attempt left in
+    the shared save dir), turns any error into a ``failed`` outcome with one line (a
+    non-finite loss included: the run has already marked its record failed), and a stop
+    signal into an ``interrupted`` one. With ``write`` the run appends its own row (the local
+    executor: it *is* the sweep's process); without, the row comes back in the outcome and
+    the sweep appends it (one writer per sweep, see :func:`run_cells`).
+
+    It pickles without its registry and runner; in a worker process the registry is built
+    once from the installed entry points (``LEAKBENCH_LOAD_PLUGINS`` applies there too).
+    """
+
+    checkpoint_every: int | None = None
+    write: bool = True
+    rediscover: bool = False
+    registry: Registry | None = field(default=None, repr=False, compare=False)
+    runner: Callable[..., Any] | None = field(default=None, repr=False, compare=False)  # tests: instead of run_one
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "registry": None, "runner": None}
+
+    def __call__(self, cell: Cell) -> CellOutcome:
+        from leakbench.interrupts import RunInterrupted
+        from leakbench.pipeline import run_one
+        from leakbench.resume import resume_run
+        from leakbench.run_record import one_line
+
+        registry = self.registry or _worker_registry()
+        every = {} if self.checkpoint_every is None else {"checkpoint_every": self.checkpoint_every}
+        write = {} if self.write else {"write": False}
+        try:
+            resume = cell.resume
+            if not resume and self.rediscover and cell.config.save_dir is not None and cell.config_hash:
+                from leakbench.run_record import by_config_hash
+
+                to_resume, running = by_config_hash(Path(cell.config.save_dir))
+                if cell.config_hash in running:
+                    return CellOutcome("running", "another process is running this cell now")
+                if cell.config_hash in to_resume:
+                    resume = to_resume[cell.config_hash].run_id
+            if resume:
+                result = resume_run(resume, Path(cell.config.save_dir), registry, config=cell.config, **every,
+                                    **write)
+            else:
+                result = (self.runner or run_one)(cell.config, registry, **write, **every)
+        except RunInterrupted as exc:
+            return CellOutcome("interrupted", exc.message, signum=exc.signum)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # one bad cell must not stop the grid
+            return CellOutcome("failed", one_line(exc))
+        return CellOutcome("done", metrics=result.metrics, row=result.row, leaderboard_path=result.leaderboard_path)
+
+
+_REGISTRY: Registry | None = None
+
+
+def _worker_registry() -> Registry:
+    """One registry per worker process (building one loads every entry point)."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = Registry()
+    return _REGISTRY
+
+
 def run_cells(
     cells: list[Cell],
     registry: Registry,
     echo: Callable[[str], None] = print,
     runner: Callable[..., Any] | None = None,
     checkpoint_every: int | None = None,
+    executor: Executor | str = "local",
 ) -> list[Cell]:
-    """Run the pending cells in order (continuing a cell's unfinished run record where there is
-    one); a failure is recorded and the sweep goes on. SIGTERM or SIGINT stops the sweep at the
-    current run's next step boundary (that run is left resumable); the rows written stay."""
-    from leakbench.interrupts import RunInterrupted, graceful_stop
-    from leakbench.pipeline import run_one
-    from leakbench.resume import resume_run
+    """Run the pending cells through ``executor`` (a plugin instance or spec; ``local``: one
+    after another in this process), one line per finished cell; a failure is recorded and the
+    sweep goes on. SIGTERM or SIGINT stops the sweep: no further cell starts, running ones stop
+    at their next step boundary (resumable), the rows written stay, and RunInterrupted says how
+    to go on.
 
-    runner = runner or run_one
-    every = {} if checkpoint_every is None else {"checkpoint_every": checkpoint_every}
+    Rows land exactly once through one writer per sweep: a local cell appends its own row (in
+    this process, as ``leakbench run`` does); cells in worker processes or Ray tasks send their
+    row back and this process appends it. Either way the append is the leaderboard's locked
+    write-and-rename, so other sweeps and runs on this host are safe too. Workers therefore
+    never need a lock that works across machines: flock over NFS is only as good as the
+    mount's lock support (``nolock`` or a local-lock mount makes it per host). They only
+    write their own run folder, which no one else writes.
+    """
+    from leakbench.interrupts import graceful_stop
+
+    if isinstance(executor, str):
+        executor = registry.create("executors", executor)
     pending = [c for c in cells if c.status == "pending"]
-    with graceful_stop() as stop:
-        for i, cell in enumerate(pending, 1):
-            if stop:
-                raise RunInterrupted(f"sweep stopped by {stop.name} before cell {i} of {len(pending)}; rerun the "
-                                     "same sweep to go on (finished cells are skipped)", stop.signum)
+    if not pending:
+        return cells
+    local = executor.in_process
+    task = CellTask(checkpoint_every, write=local, rediscover=not local,
+                    registry=registry if local else None, runner=runner if local else None)
+    if not local:
+        from leakbench.pipeline import check_writable
+
+        for config in {(str(c.config.leaderboard_dir), str(c.config.save_dir)): c.config for c in pending}.values():
+            check_writable(config)  # before any worker starts: the rows come back here
+    finished: list[int] = []
+    stopped: list[tuple[int, CellOutcome]] = []
+
+    def report(index: int, outcome: CellOutcome) -> None:
+        cell = pending[index]
+        finished.append(index)
+        where = f"[{len(finished)}/{len(pending)}]"
+        if outcome.status == "done" and outcome.leaderboard_path is None and outcome.row is not None:
             try:
-                if cell.resume:
-                    result = resume_run(cell.resume, Path(cell.config.save_dir), registry, config=cell.config,
-                                        **every)
-                else:
-                    result = runner(cell.config, registry, **every)
-            except RunInterrupted as exc:
-                raise RunInterrupted(f"sweep stopped in cell {i} of {len(pending)}: {exc.message}; or rerun the "
-                                     "same sweep (finished cells are skipped, this one resumes)", exc.signum) from None
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:  # one bad cell must not stop the grid
-                cell.status = "failed"
-                message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                cell.error = message if isinstance(exc, LeakbenchError) else f"{type(exc).__name__}: {message}"
-                echo(f"[{i}/{len(pending)}] FAILED {cell.label}: {cell.error}")
-            else:
-                cell.status, cell.metrics = "done", result.metrics
-                acc = result.metrics.get("acc_clean")
-                masked = result.metrics.get("acc_clean_masked")
-                shown = f"acc_clean {acc:.2f}" + (f", masked {masked:.2f}" if masked is not None else "")
-                echo(f"[{i}/{len(pending)}] {cell.label}: {shown}, run {result.row['run_id']}")
+                outcome.leaderboard_path = _append(cell, outcome.row)
+            except LeakbenchError as exc:
+                outcome = CellOutcome("failed", f"run {outcome.row.get('run_id')} finished, but its row was not "
+                                                f"written: {exc}")
+        if outcome.status == "done":
+            cell.status, cell.metrics = "done", outcome.metrics
+            metrics = outcome.metrics or {}
+            acc, masked = metrics.get("acc_clean"), metrics.get("acc_clean_masked")
+            shown = f"acc_clean {acc:.2f}" + (f", masked {masked:.2f}" if masked is not None else "")
+            echo(f"{where} {cell.label}: {shown}, run {outcome.row['run_id'] if outcome.row else '?'}")
+        elif outcome.status == "interrupted":
+            stopped.append((index, outcome))
+            echo(f"{where} STOPPED {cell.label}: {outcome.error}")
+        else:
+            cell.status, cell.error = outcome.status, outcome.error
+            echo(f"{where} {'FAILED' if outcome.status == 'failed' else outcome.status} {cell.label}: {cell.error}")
+
+    with graceful_stop() as stop:
+        executor.run(pending, task, report, stop)
+        signum = stop.signum
+    if stopped or signum is not None:
+        raise _stopped(pending, finished, stopped, signum)
+    reported = set(finished)
+    # an executor that returned early without a signal: say so, never drop a cell silently
+    for cell in (c for i, c in enumerate(pending) if i not in reported):
+        cell.status, cell.error = "failed", f"executor '{executor.name}' returned without running it"
     return cells
+
+
+def _append(cell: Cell, row: dict[str, Any]) -> Path:
+    """The driver's append of a row a worker sent back, and the run record told where it went."""
+    from leakbench.leaderboard import append_row, leaderboard_path
+    from leakbench.run_record import RunRecord
+
+    path = leaderboard_path(cell.config.leaderboard_dir, parse_spec(str(row.get("dataset") or cell.config.dataset))[0])
+    append_row(path, row)
+    if cell.config.save_dir is not None:
+        try:
+            RunRecord.open(Path(cell.config.save_dir), str(row["run_id"])).update(leaderboard=str(path))
+        except (LeakbenchError, OSError):
+            pass  # the row is what counts; a record on a folder this host cannot see only lacks the path
+    return path
+
+
+def _stopped(pending: list[Cell], finished: list[int], stopped: list[tuple[int, CellOutcome]],
+             signum: int | None) -> BaseException:
+    """The one line a stopped sweep ends with (each stopped cell's resume line is above it)."""
+    import signal
+
+    from leakbench.interrupts import RunInterrupted
+
+    signum = signum or (stopped[0][1].signum if stopped else 0) or int(signal.SIGINT)
+    name, total = signal.Signals(signum).name, len(pending)
+    if len(stopped) == 1:
+        where = f"in cell {stopped[0][0] + 1} of {total}"
+    elif stopped:
+        where = f"with {len(stopped)} cells running"
+    else:
+        done = set(finished)
+        first = next((i for i in range(total) if i not in done), total)
+        where = f"before cell {first + 1} of {total}" if done == set(range(first)) else \
+            f"after {len(done)} of {total} cells"
+    resumes = " (finished cells are skipped, stopped ones resume)" if stopped else " (finished cells are skipped)"
+    return RunInterrupted(f"sweep stopped by {name} {where}; rerun the same sweep to go on{resumes}", signum)
 
 
 def summary(cells: list[Cell]) -> list[str]:

@@ -1,4 +1,5 @@
-"""Base classes for the four plugin kinds, in pipeline order, and the data they exchange.
+"""Base classes for the plugin kinds (the four pipeline stages, in order, then the sweep's
+executors) and the data they exchange.
 
 Every plugin is a dataclass: its fields are the options users set on the command line
 (``--leakage binary-corner:stage=before``), ``__post_init__`` validates them, and the
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -18,10 +20,17 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from leakbench.errors import LeakbenchError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     import torch
     from torch import Tensor, nn
 
-SUPERVISION = ("none", "leak-mask", "clean-data")
+    from leakbench.interrupts import StopRequest
+    from leakbench.sweep import Cell
+
+# What a method (or masker) needs beyond the spoiled training set: leak-label = which images carry
+# a leak and which label it encodes; leak-mask = where the leak is; clean-data = leak-free images.
+SUPERVISION = ("none", "leak-label", "leak-mask", "clean-data")
 
 
 @dataclass
@@ -31,6 +40,8 @@ class Plugin:
     kind: ClassVar[str] = "plugin"
     name: ClassVar[str] = ""
     supervision: ClassVar[str] = "none"
+    # the option a bare value sets, so ``processes:2`` means ``processes:workers=2`` ("": none)
+    positional: ClassVar[str] = ""
 
     @classmethod
     def summary(cls) -> str:
@@ -257,8 +268,70 @@ class Method(Plugin):
     only_maskers: ClassVar[tuple[str, ...]] = ()  # non-empty: the maskers this method is defined with
 
     def train_step(self, ctx: Any, x: Tensor, y: Tensor, leak_mask: Tensor | None) -> dict[str, Tensor]:
-        """Update the classifier on one batch; return detached stats (``loss``, ``correct``)."""
+        """Update the classifier on one batch; return detached stats (``loss``, ``correct``).
+
+        ``ctx.stage`` names the stage being trained, ``ctx.index`` holds the batch's indices
+        into the training set (for per-image state); ``ctx.leak_labels``/``ctx.has_leak`` are
+        set only for methods that declare ``leak-label`` supervision (None otherwise).
+        """
         raise NotImplementedError
+
+    # ---- multi-stage methods: everything below has a default, so a one-stage method writes
+    # only ``train_step``. The engine keeps data, augmentation, the leak, the schedule, progress
+    # and checkpoints; see ``leakbench.training.Trainer`` for the tools a hook gets.
+
+    def stages(self, epochs: int) -> list[Stage]:
+        """The schedule: stages whose epochs sum to the recipe's ``epochs`` (every method gets the
+        same number of passes over the training set; the row's ``stages`` column shows the split).
+        Raise ValueError when ``epochs`` cannot be split (the run stops before any data is loaded).
+        Each stage with epochs gets a fresh learning-rate schedule (the recipe's shape over the
+        stage) and fresh optimiser state; a stage with 0 epochs is only its ``begin`` hook (a
+        final fit)."""
+        return [Stage("train", epochs)]
+
+    def build(self, trainer: Any) -> None:
+        """Create what the method owns (a second network, per-image buffers) on the trainer's
+        device; called once per session, also before a checkpoint is loaded into it."""
+
+    def modules(self) -> dict[str, nn.Module]:
+        """The method's own networks: checkpointed, and put in train mode with the classifier."""
+        return {}
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The method's own optimisers: the engine schedules them with the classifier's and
+        checkpoints them (make them with ``trainer.make_optimizer``)."""
+        return []
+
+    def state_dict(self) -> dict[str, Any]:
+        """The method's own state besides modules and optimisers (an error set, group weights,
+        per-image losses): tensors and plain values, saved with the run's checkpoint."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Put back what ``state_dict`` gave (after ``build``); ValueError if it does not fit."""
+        if state:
+            raise ValueError(f"method '{self.name}' keeps no state, but the checkpoint has {sorted(state)}")
+
+    def clean_images(self, train_size: int) -> int | None:
+        """How many leak-free images the method uses (``clean-data`` supervision; the row's
+        ``clean_images``); None when it uses none."""
+        return train_size if self.supervision == "clean-data" else None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One part of a method's schedule: ``epochs`` of ``train_step`` after the ``begin`` hook.
+
+    ``begin(trainer)`` runs once, right before the stage's first epoch (for 0 epochs: after the
+    previous stage), and may make passes over the training set through the trainer's tools
+    (``predict``, ``training_images``, ``held_out_clean``, ``reset_classifier``,
+    ``set_sample_weights``). It must be repeatable from the checkpoint taken at the end of the
+    previous stage: a resumed run runs it again there, and never again once its stage began.
+    """
+
+    name: str
+    epochs: int
+    begin: Callable[[Any], None] | None = None
 
 
 # RunConfig fields that say where and how a run executes, not what it is: kept out of its
@@ -315,3 +388,48 @@ class RunResult:
     metrics: dict[str, float | None]
     row: dict[str, Any]
     leaderboard_path: Path | None
+
+
+@dataclass
+class CellOutcome:
+    """What became of one sweep cell, sent back from wherever it ran (plain data, so it pickles).
+
+    ``status``: ``done`` (``metrics`` and ``row`` set; ``leaderboard_path`` set when the run
+    appended its row itself, None when the sweep's driver still has to), ``failed`` (``error``
+    is its one line), ``interrupted`` (a stop signal; ``error`` says how to go on, ``signum``
+    which signal) or ``running`` (another process runs this cell now).
+    """
+
+    status: str
+    error: str = ""
+    metrics: dict[str, float | None] | None = None
+    row: dict[str, Any] | None = None
+    leaderboard_path: Path | None = None
+    signum: int = 0
+
+
+@dataclass
+class Executor(Plugin):
+    """Base class: runs a sweep's pending cells (in this process, in workers, on a cluster).
+
+    An executor only decides *where* cells run. What running a cell means (continue its
+    unfinished run record, isolate its failure, turn a non-finite loss into a failed cell) is
+    the ``task`` it is handed, one callable for every executor; it pickles, so it can be sent
+    to a worker process or a Ray task as it is.
+    """
+
+    kind: ClassVar[str] = "executor"
+    # True: cells run in the sweep's own process, and each run appends its own row there
+    # (the sweep is then its one writer); False: rows come back in the outcomes.
+    in_process: ClassVar[bool] = False
+
+    def run(self, cells: Sequence[Cell], task: Callable[[Cell], CellOutcome],
+            report: Callable[[int, CellOutcome], None], stop: StopRequest) -> None:
+        """Run ``task(cell)`` once for each of ``cells`` and call ``report(index, outcome)`` in
+        this process as each one finishes (any order). ``task`` never raises for a bad cell;
+        it returns a ``failed`` outcome. Once ``stop`` is set (SIGTERM or SIGINT reached the
+        sweep) start no further cell, let running ones stop at their next step boundary
+        (their records stay resumable) and report them, then return. A cell that could not
+        run at all (a worker died) is reported ``failed`` with the reason.
+        """
+        raise NotImplementedError

@@ -95,14 +95,28 @@ def test_masker_runs_in_fp32_inside_bf16_autocast(name):
         assert torch.equal(inside, plain)
 
 
+def _fewest_epochs(method) -> int:
+    """1, or the fewest epochs a multi-stage method's schedule can be split into (at least one per stage)."""
+    return next(e for e in range(1, 10) if _splits(method, e))
+
+
+def _splits(method, epochs: int) -> bool:
+    try:
+        return sum(s.epochs for s in method.stages(epochs)) == epochs
+    except ValueError:
+        return False
+
+
 @pytest.mark.parametrize("name", names("methods"))
 def test_method_trains_and_evaluates_one_epoch(name, tmp_path):
-    config = RunConfig(method=name, dataset="digits:size=8", backbone="resnet18:width=8", epochs=1, quiet=True,
-                       leaderboard_dir=tmp_path)
-    result = run_one(config)
     method = REGISTRY.create("methods", name)
+    config = RunConfig(method=name, dataset="digits:size=8", backbone="resnet18:width=8",
+                       epochs=_fewest_epochs(method), quiet=True, leaderboard_dir=tmp_path)
+    result = run_one(config)
     assert 0 <= result.metrics["acc_clean"] <= 100
-    assert result.row["supervision"] in ("none", "leak-mask", "clean-data", "clean-data+leak-mask")
+    assert result.row["supervision"] in ("none", "leak-label", "leak-mask", "clean-data", "clean-data+leak-mask")
+    assert result.row["stages"] == "+".join(f"{s.name}:{s.epochs}" for s in method.stages(config.epochs))
+    assert (result.row["clean_images"] is not None) == (method.supervision == "clean-data")
     assert (result.metrics["acc_clean_masked"] is not None) == (result.row["masker"] != "none")
     assert result.leaderboard_path.exists()
     assert method.supervision in result.row["supervision"] or method.supervision == "none"

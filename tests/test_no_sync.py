@@ -96,7 +96,7 @@ def _methods() -> list[str]:
 
 def _syncs_in_steps(watch, method: str, registry: Registry | None = None, **settings) -> list[str]:
     """Run three training steps of ``method`` under the watch; return what it saw."""
-    plan = plan_run(RunConfig(method=method, dataset="digits:size=8", backbone="resnet18:width=8", epochs=1,
+    plan = plan_run(RunConfig(method=method, dataset="digits:size=8", backbone="resnet18:width=8", epochs=2,
                               batch_size=16, quiet=True, save_dir=None, **settings), registry)
     trainer = build_session(plan).trainer
     trainer.train_mode()

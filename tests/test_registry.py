@@ -95,7 +95,7 @@ def test_every_hookspec_is_documented_with_an_example_and_in_the_readme():
     readme = (ROOT / "README.md").read_text()
     specs = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
              if hasattr(fn, "leakbench_spec")]
-    assert len(specs) == 5
+    assert len(specs) == 6
     for name in specs:
         doc = inspect.getdoc(getattr(hookspecs, name)) or ""
         assert "Example::" in doc, name
@@ -106,4 +106,4 @@ def test_every_plugin_has_a_summary_and_valid_supervision(registry):
     for kind in KINDS:
         for info in registry.all(kind).values():
             assert info.cls.summary(), f"{kind} {info.name} has no docstring"
-            assert info.cls.supervision in ("none", "leak-mask", "clean-data")
+            assert info.cls.supervision in ("none", "leak-label", "leak-mask", "clean-data")
