@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from leakbench.leaderboard import append_row
-from leakbench.pipeline import build_session, device_name, environment, plan_run
+from leakbench.pipeline import build_session, device_name, environment, plan_run, stage
 from leakbench.registry import Registry
 from leakbench.types import RunConfig
 
@@ -36,13 +36,14 @@ def measure(config: RunConfig, steps: int = 50, warmup: int = 10, registry: Regi
             torch.cuda.synchronize(device)
 
     trainer.train_mode()
-    for _ in range(warmup):
-        trainer.step(next(batches))
-    sync()
-    start = time.perf_counter()
-    for _ in range(steps):
-        trainer.step(next(batches))
-    sync()
+    with stage(f"method '{plan.method.name}'"):  # a plugin's failure is one line here too, as in a run
+        for _ in range(warmup):
+            trainer.step(next(batches))
+        sync()
+        start = time.perf_counter()
+        for _ in range(steps):
+            trainer.step(next(batches))
+        sync()
     train_seconds = time.perf_counter() - start
 
     model, val = trainer.ctx.classifier, session.eval_set

@@ -178,6 +178,14 @@ def build_session(plan: Plan) -> Session:
                                                  **plan.backbone.kwargs()), device)
     with stage(f"masker '{masker.name}'"):
         masker.build(classifier, image_size, recipe, device)
+    if config.compile:
+        # MET's masker gradient (autograd.grad with retain_graph) and RRR's double backward run the
+        # compiled classifier's backward more than once per graph, which AOTAutograd's donated buffers
+        # forbid (a RuntimeError at that backward; the compiled graphs are shared between classifiers
+        # of one architecture in a process, so a naive run before MET in a sweep compiles them too).
+        import torch._functorch.config as functorch_config
+
+        functorch_config.donated_buffer = False
     model = torch.compile(classifier) if config.compile else classifier
     ctx = TrainContext(model, masker, make_optimizer(classifier.parameters(), recipe, device), recipe, device,
                        autocast_for(device))
