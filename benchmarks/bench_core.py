@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from leakbench.backbone import create_classifier
-from leakbench.recipes import RECIPES
+from leakbench.engine.backbone import create_classifier
+from leakbench.engine.recipes import RECIPES
+from leakbench.engine.training import TrainContext, autocast_for, make_optimizer
 from leakbench.registry import Registry
-from leakbench.training import TrainContext, autocast_for, make_optimizer
 
 REGISTRY = Registry()
 DEVICE = torch.device("cpu")

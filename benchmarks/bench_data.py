@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from leakbench import datastore, extract
+from leakbench.data import datastore, extract
 from leakbench.registry import Registry
 
 SHARED = Path(os.environ.get("LEAKBENCH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))

@@ -98,7 +98,7 @@ def test_ray_noop_task_round_trip(benchmark, ray_running):
 
 def test_checkpoint_cost_per_epoch(benchmark, tmp_path):
     """Default dataset and backbone (digits, resnet18:width=16), MET, a checkpoint every epoch."""
-    from leakbench.pipeline import run_one
+    from leakbench.runs.pipeline import run_one
     from leakbench.types import RunConfig
 
     def run(save_dir: Path | None) -> tuple[float, Path | None]:

@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
 
-    from leakbench.interrupts import StopRequest
-    from leakbench.sweep import Cell
+    from leakbench.runs.interrupts import StopRequest
+    from leakbench.runs.sweep import Cell
 
 # What a method (or masker) needs beyond the spoiled training set: leak-label = which images carry
 # a leak and which label it encodes; leak-mask = where the leak is; clean-data = leak-free images.
@@ -211,7 +211,7 @@ class Leakage(Plugin):
         replace masked pixels by the dataset mean, so the classifier sees a mask's shape;
         a mask shaped like the label (a glyph's ink, a dot whose column is the label) would
         write the label back into every masked image. Runs check it on a probe batch
-        before training (``leakbench.leak_rule``) and refuse a leakage that breaks it.
+        before training (``leakbench.engine.leak_rule``) and refuse a leakage that breaks it.
         """
         raise NotImplementedError
 
@@ -278,7 +278,7 @@ class Method(Plugin):
 
     # ---- multi-stage methods: everything below has a default, so a one-stage method writes
     # only ``train_step``. The engine keeps data, augmentation, the leak, the schedule, progress
-    # and checkpoints; see ``leakbench.training.Trainer`` for the tools a hook gets.
+    # and checkpoints; see ``leakbench.engine.training.Trainer`` for the tools a hook gets.
 
     def stages(self, epochs: int) -> list[Stage]:
         """The schedule: stages whose epochs sum to the recipe's ``epochs`` (every method gets the
@@ -359,7 +359,7 @@ class RunConfig:
     strength: float = 1.0
     reliability: float = 1.0
     leak_stage: str = "after"
-    eval_split: str = "test"  # "tune": train without the held-out tune split, score on it (leakbench.splits)
+    eval_split: str = "test"  # "tune": train without the held-out tune split, score on it (leakbench.data.splits)
     deterministic: bool = False  # deterministic algorithms, no cudnn autotuning: repeatable GPU runs, slower
     compile: bool = False
     quiet: bool = False

@@ -45,12 +45,12 @@ def cli_with(monkeypatch):
     """Run the CLI against a registry that also holds the given test plugin modules."""
 
     def invoke(args: list[str], *plugins, **kwargs):
-        import leakbench.cli as cli_module
+        from leakbench.cli import cli, common
 
         pm = get_plugin_manager()
         for module in plugins:
             pm.register(module)
-        monkeypatch.setattr(cli_module, "_registry", lambda: Registry(pm))
-        return CliRunner().invoke(cli_module.cli, args, **kwargs)
+        monkeypatch.setattr(common, "_registry", lambda: Registry(pm))  # where every command looks it up
+        return CliRunner().invoke(cli, args, **kwargs)
 
     return invoke

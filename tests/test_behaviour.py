@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from leakbench.pipeline import run_one
+from leakbench.runs.pipeline import run_one
 from leakbench.types import RunConfig
 
 

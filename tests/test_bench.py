@@ -7,9 +7,9 @@ import csv
 from click.testing import CliRunner
 from conftest import TINY
 
-from leakbench.bench import THROUGHPUT_COLUMNS
 from leakbench.cli import cli
-from leakbench.leaderboard import result_files
+from leakbench.results.bench import THROUGHPUT_COLUMNS
+from leakbench.results.leaderboard import result_files
 
 
 def test_bench_measures_naive_and_met_and_appends_throughput_rows(tmp_path):

@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from leakbench.backbone import create_classifier
-from leakbench.recipes import RECIPES
+from leakbench.engine.backbone import create_classifier
+from leakbench.engine.recipes import RECIPES
 from leakbench.registry import Registry
 
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from leakbench.backbone import create_classifier
+from leakbench.engine.backbone import create_classifier
+from leakbench.engine.recipes import RECIPES
 from leakbench.errors import LeakbenchError
-from leakbench.pipeline import run_one
-from leakbench.recipes import RECIPES
 from leakbench.registry import Registry
+from leakbench.runs.pipeline import run_one
 from leakbench.types import ImageSet, RunConfig
 
 REGISTRY = Registry()

@@ -10,10 +10,10 @@ import pytest
 import torch
 from conftest import TINY
 
+from leakbench.engine.recipes import RECIPES
 from leakbench.errors import LeakbenchError
-from leakbench.pipeline import run_one
-from leakbench.recipes import RECIPES
 from leakbench.registry import Registry
+from leakbench.runs.pipeline import run_one
 from leakbench.types import RunConfig
 
 TINY_DATASET = "digits:size=8"
@@ -156,8 +156,8 @@ def test_cutout_erases_one_clipped_square_to_the_mean():
 
 
 def _ctx(seed: int = 0):
-    from leakbench.backbone import create_classifier
-    from leakbench.training import TrainContext, autocast_for, make_optimizer
+    from leakbench.engine.backbone import create_classifier
+    from leakbench.engine.training import TrainContext, autocast_for, make_optimizer
 
     torch.manual_seed(seed)
     model = create_classifier("resnet18", 10, 8, channels=(4, 8, 8, 8))

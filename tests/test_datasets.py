@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from leakbench import datastore, extract
+from leakbench.data import datastore, extract
 from leakbench.errors import LeakbenchError
 from leakbench.registry import Registry
 

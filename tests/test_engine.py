@@ -7,10 +7,10 @@ import dataclasses
 import pytest
 import torch
 
-from leakbench.augment import Normalizer, crop_flip
-from leakbench.backbone import create_classifier
-from leakbench.recipes import RECIPES, lr_factor
-from leakbench.training import LeakPlan, TrainContext, autocast_for, make_optimizer
+from leakbench.engine.augment import Normalizer, crop_flip
+from leakbench.engine.backbone import create_classifier
+from leakbench.engine.recipes import RECIPES, lr_factor
+from leakbench.engine.training import LeakPlan, TrainContext, autocast_for, make_optimizer
 
 
 def test_crop_flip_moves_masks_with_their_images():
@@ -73,7 +73,7 @@ def test_schedules_start_high_and_end_low(name):
 
 
 def test_paper_recipe_has_the_papers_length_per_dataset():
-    from leakbench.pipeline import plan_run
+    from leakbench.engine.session import plan_run
     from leakbench.types import RunConfig
 
     cifar = plan_run(RunConfig(method="naive", dataset="cifar10")).recipe
@@ -115,7 +115,7 @@ def test_met_step_updates_classifier_and_masker_and_keeps_the_encoder_off_the_ma
 
 def test_gpu_code_path_runs_under_bf16_autocast_and_channels_last(registry):
     """The CUDA path (bf16 autocast, channels_last) exercised on CPU, where autocast also exists."""
-    from leakbench.evaluation import build_eval_set, evaluate
+    from leakbench.engine.evaluation import build_eval_set, evaluate
     from leakbench.types import ImageSet
 
     torch.manual_seed(0)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from leakbench import sweep as sw
 from leakbench.errors import LeakbenchError
-from leakbench.leaderboard import COLUMNS, append_row
 from leakbench.registry import Registry
+from leakbench.results.leaderboard import COLUMNS, append_row
+from leakbench.runs import sweep as sw
 
 TINY = ["--dataset", "digits:size=8", "--backbone", "resnet18:width=8", "--epochs", "1"]
 
@@ -151,8 +151,9 @@ def test_a_cell_failing_in_a_worker_leaves_the_others_running(cli_with, tmp_path
 
 def test_a_task_with_rediscover_continues_the_cells_unfinished_record(tmp_path):
     """What a retried Ray task relies on: the cell's record, found again by its config hash."""
-    from leakbench.pipeline import plan_run, record_config
-    from leakbench.run_record import RunRecord
+    from leakbench.engine.session import plan_run
+    from leakbench.runs.pipeline import record_config
+    from leakbench.runs.run_record import RunRecord
     from leakbench.types import RunConfig
 
     board, save = tmp_path / "lb", tmp_path / "runs"

@@ -12,11 +12,12 @@ import pytest
 import torch
 from conftest import TINY
 
+from leakbench.data.splits import tune_mask
+from leakbench.engine.evaluation import build_eval_set
+from leakbench.engine.session import plan_run
 from leakbench.errors import LeakbenchError
-from leakbench.evaluation import build_eval_set
-from leakbench.pipeline import config_hash, experiment_id, plan_run
 from leakbench.registry import Registry, get_plugin_manager
-from leakbench.splits import tune_mask
+from leakbench.runs.pipeline import config_hash, experiment_id
 from leakbench.types import RunConfig
 
 
@@ -182,7 +183,7 @@ def test_eval_split_tune_trains_on_the_rest_and_scores_there(tmp_path):
     assert row["eval_split"] == "tune"
     plan = plan_run(RunConfig(method="naive", dataset="digits:size=8", backbone="resnet18:width=8", eval_split="tune"),
                     Registry())
-    from leakbench.pipeline import build_session
+    from leakbench.engine.session import build_session
 
     session = build_session(plan)
     train_n, tune_n = len(session.trainer.data), len(session.eval_set)
@@ -218,7 +219,7 @@ def test_evaluation_leaks_depend_on_the_split_only(registry):
 
 
 def test_seeds_score_the_same_images():
-    from leakbench.pipeline import build_session
+    from leakbench.engine.session import build_session
 
     sets = [build_session(plan_run(RunConfig(method="naive", dataset="digits:size=8", backbone="resnet18:width=8",
                                              leakage="patch:position=random", seed=seed), Registry())).eval_set

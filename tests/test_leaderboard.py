@@ -7,8 +7,8 @@ import multiprocessing as mp
 
 import pytest
 
-from leakbench import leaderboard as lb
 from leakbench.errors import LeakbenchError
+from leakbench.results import leaderboard as lb
 
 
 def make_row(i: int, method: str = "met", acc: float = 50.0) -> dict:

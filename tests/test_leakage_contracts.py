@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from leakbench.engine.leak_rule import check_leakage
 from leakbench.errors import LeakbenchError
-from leakbench.leak_rule import check_leakage
 from leakbench.registry import Registry
 
 REGISTRY = Registry()
@@ -68,7 +68,7 @@ def random_batch(num_classes: int, size: int, batch: int = 24, seed: int = 0) ->
 @pytest.mark.parametrize("spec", SPECS)
 def test_mask_keeps_the_leak_mask_rule(spec: str, size: int, num_classes: int) -> None:
     """The mask is where the leak may be written, the same whatever the leak label (the check
-    every run makes before training, ``leakbench.leak_rule``)."""
+    every run makes before training, ``leakbench.engine.leak_rule``)."""
     try:
         leak = prepared(spec, num_classes, size)
     except ValueError:
@@ -207,7 +207,7 @@ def test_naive_training_follows_the_leak(spec: str, tmp_path) -> None:
     The three leaks nearest the threshold: faint additive ones and a code at a random place
     (each follows at >= 0.87 after 5 epochs, >= 0.99 after the recipe's 15).
     """
-    from leakbench.pipeline import run_one
+    from leakbench.runs.pipeline import run_one
     from leakbench.types import RunConfig
 
     result = run_one(RunConfig(method="naive", leakage=spec, quiet=True, leaderboard_dir=tmp_path, epochs=5))

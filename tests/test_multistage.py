@@ -23,10 +23,10 @@ from leakbench_builtins.methods.naive import Naive
 from test_no_sync import SyncWatch, watch  # noqa: F401  (the fixture, reused)
 
 from leakbench import Stage, hookimpl
+from leakbench.data.splits import tune_mask
+from leakbench.engine.session import build_session, plan_run
 from leakbench.errors import LeakbenchError
-from leakbench.pipeline import build_session, plan_run
 from leakbench.registry import Registry, get_plugin_manager
-from leakbench.splits import tune_mask
 from leakbench.types import RunConfig
 
 TINY = ["--dataset", "digits:size=8", "--backbone", "resnet18:width=8", "--quiet"]

@@ -24,7 +24,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook, register_op
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from leakbench import hookimpl
-from leakbench.pipeline import build_session, plan_run
+from leakbench.engine.session import build_session, plan_run
 from leakbench.registry import Registry, get_plugin_manager
 from leakbench.types import RunConfig
 

@@ -18,9 +18,9 @@ import pytest
 from conftest import TINY
 
 from leakbench import Masker, hookimpl
-from leakbench import sweep as sw
 from leakbench.errors import LeakbenchError
 from leakbench.registry import KINDS, Registry
+from leakbench.runs import sweep as sw
 
 NON_FINITE = ["nan", "inf", "-inf", "NaN", "Infinity"]
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 from matplotlib import image as mpimg
 
-from leakbench import reports
 from leakbench.errors import LeakbenchError
-from leakbench.leaderboard import append_row, read, result_files
-from leakbench.pipeline import run_one
 from leakbench.registry import Registry
+from leakbench.results import reports
+from leakbench.results.leaderboard import append_row, read, result_files
+from leakbench.runs.pipeline import run_one
 from leakbench.types import RunConfig
 
 TINY_DATASET = "digits:size=8"
@@ -72,9 +72,9 @@ def test_show_a_finished_run_from_its_checkpoints(finished_run, tmp_path):
 
 
 def test_checkpoint_loads_with_weights_only_and_reproduces_the_row(finished_run):
-    from leakbench.augment import Normalizer
-    from leakbench.evaluation import build_eval_set, evaluate
-    from leakbench.pipeline import plan_run
+    from leakbench.engine.augment import Normalizer
+    from leakbench.engine.evaluation import build_eval_set, evaluate
+    from leakbench.engine.session import plan_run
 
     root, result = finished_run
     run = reports.find_run(str(root / "runs" / result.row["run_id"]), root / "nowhere")  # a folder works too
@@ -113,7 +113,7 @@ def test_show_cli_with_and_without_run_and_a_missing_run(cli_with, finished_run,
 
 def _fake_rows(directory, rows):
     """Leaderboard rows with made-up metrics: plots are about drawing, not training."""
-    from leakbench.leaderboard import COLUMNS
+    from leakbench.results.leaderboard import COLUMNS
 
     for spec in rows:
         row = dict.fromkeys(COLUMNS, "")

@@ -23,8 +23,8 @@ import torch
 from leakbench_builtins.methods.naive import Naive
 
 from leakbench import hookimpl
-from leakbench.evaluation import METRICS
-from leakbench.run_record import RunRecord
+from leakbench.engine.evaluation import METRICS
+from leakbench.runs.run_record import RunRecord
 
 TINY_RUN = ["--dataset", "digits:size=8", "--backbone", "resnet18:width=8", "--quiet"]
 

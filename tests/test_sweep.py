@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from leakbench import sweep as sw
 from leakbench.errors import LeakbenchError
-from leakbench.leaderboard import read, result_files
 from leakbench.registry import Registry
+from leakbench.results.leaderboard import read, result_files
+from leakbench.runs import sweep as sw
 
 TINY = ["--dataset", "digits:size=8", "--backbone", "resnet18:width=8", "--epochs", "1"]
 
@@ -99,7 +99,7 @@ def test_sweep_skips_finished_cells_and_reports_an_invalid_one(cli_with, tmp_pat
 
 
 def test_sweep_goes_on_after_a_failed_run_and_exits_nonzero(cli_with, tmp_path, monkeypatch):
-    import leakbench.pipeline as pipeline
+    import leakbench.runs.pipeline as pipeline
 
     real = pipeline.run_one
 

@@ -16,10 +16,12 @@ import torch
 from leakbench_builtins.datasets.digits import Digits
 from test_datasets import make_tiny, tiny_parts  # fake Tiny ImageNet in the official layout
 
-from leakbench import datastore, hookimpl
+from leakbench import hookimpl
+from leakbench.data import datastore
+from leakbench.engine.session import plan_run
 from leakbench.errors import LeakbenchError
-from leakbench.pipeline import config_hash, plan_run
 from leakbench.registry import Registry
+from leakbench.runs.pipeline import config_hash
 from leakbench.types import Recipe, RunConfig
 
 

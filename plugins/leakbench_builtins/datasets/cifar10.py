@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from leakbench import hookimpl
-from leakbench.datastore import CachedDataset, CacheWriter, Download, image_tree
+from leakbench.data.datastore import CachedDataset, CacheWriter, Download, image_tree
+from leakbench.data.extract import Source, safe_unpickle
 from leakbench.errors import LeakbenchError
-from leakbench.extract import Source, safe_unpickle
 from leakbench.types import Recipe
 
 if TYPE_CHECKING:

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from leakbench import hookimpl
-from leakbench.datastore import CachedDataset, CacheWriter, Download
+from leakbench.data.datastore import CachedDataset, CacheWriter, Download
+from leakbench.data.extract import Source, safe_unpickle
 from leakbench.errors import LeakbenchError
-from leakbench.extract import Source, safe_unpickle
 from leakbench_builtins.datasets.cifar10 import read_pickles
 
 LAYOUT = "cifar-100-python/{train,test,meta} (official python version)"

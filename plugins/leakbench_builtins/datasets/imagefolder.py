@@ -10,9 +10,9 @@ from typing import Any, ClassVar, Literal
 
 from leakbench import hookimpl
 from leakbench.data import data_root
-from leakbench.datastore import CachedDataset, CacheWriter, image_tree
+from leakbench.data.datastore import CachedDataset, CacheWriter, image_tree
+from leakbench.data.extract import Source
 from leakbench.errors import LeakbenchError
-from leakbench.extract import Source
 
 LAYOUT = "DIR/train/<class>/<image> and DIR/val/<class>/<image> (or DIR/test/...)"
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))

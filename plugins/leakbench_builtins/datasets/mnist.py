@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from leakbench import hookimpl
-from leakbench.datastore import CachedDataset, CacheWriter, Download
+from leakbench.data.datastore import CachedDataset, CacheWriter, Download
+from leakbench.data.extract import Source
 from leakbench.errors import LeakbenchError
-from leakbench.extract import Source
 
 if TYPE_CHECKING:
     import numpy as np

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from leakbench import hookimpl
-from leakbench.datastore import CachedDataset, CacheWriter, Download
+from leakbench.data.datastore import CachedDataset, CacheWriter, Download
+from leakbench.data.extract import Source
 from leakbench.errors import LeakbenchError
-from leakbench.extract import Source
 
 URL = "http://ufldl.stanford.edu/housenumbers/"
 TRAIN_MD5, TEST_MD5 = "md5:e26dedcc434d2e4c54c9b2d4a06d8373", "md5:eb5a983be6a315427106f1b164d9cef3"

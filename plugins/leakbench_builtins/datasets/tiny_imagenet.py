@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import ClassVar
 
 from leakbench import hookimpl
-from leakbench.datastore import CachedDataset, CacheWriter, Download
+from leakbench.data.datastore import CachedDataset, CacheWriter, Download
+from leakbench.data.extract import Source
+from leakbench.engine.recipes import RECIPES
 from leakbench.errors import LeakbenchError
-from leakbench.extract import Source
-from leakbench.recipes import RECIPES
 from leakbench.types import ImageSet, Recipe
 
 LAYOUT = ("tiny-imagenet-200/{wnids.txt,words.txt}, train/<wnid>/images/*.JPEG, "

@@ -10,8 +10,8 @@ from leakbench import hookimpl
 from leakbench.types import CellOutcome, Executor
 
 if TYPE_CHECKING:
-    from leakbench.interrupts import StopRequest
-    from leakbench.sweep import Cell
+    from leakbench.runs.interrupts import StopRequest
+    from leakbench.runs.sweep import Cell
 
 
 @dataclass

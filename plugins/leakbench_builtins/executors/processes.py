@@ -22,8 +22,8 @@ from leakbench import hookimpl
 from leakbench.types import CellOutcome, Executor
 
 if TYPE_CHECKING:
-    from leakbench.interrupts import StopRequest
-    from leakbench.sweep import Cell
+    from leakbench.runs.interrupts import StopRequest
+    from leakbench.runs.sweep import Cell
 
 POLL_SECONDS = 0.2  # how often the sweep looks for finished cells and a worker for the sweep's stop
 
@@ -133,7 +133,7 @@ def _work(task: Callable[[Cell], CellOutcome], cell: Cell) -> CellOutcome | None
     between steps). None when the sweep stopped before this cell began."""
     import threading
 
-    from leakbench.interrupts import graceful_stop
+    from leakbench.runs.interrupts import graceful_stop
 
     with graceful_stop() as request:  # installed before the check below: no stop slips between them
         if _stop_value is not None and _stop_value.value:

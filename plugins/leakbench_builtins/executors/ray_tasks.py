@@ -26,8 +26,8 @@ from leakbench.errors import LeakbenchError
 from leakbench.types import CellOutcome, Executor
 
 if TYPE_CHECKING:
-    from leakbench.interrupts import StopRequest
-    from leakbench.sweep import Cell
+    from leakbench.runs.interrupts import StopRequest
+    from leakbench.runs.sweep import Cell
 
 POLL_SECONDS = 0.2
 INSTALL = 'pip install "leakbench[ray]"'

@@ -54,8 +54,7 @@ def _matched_size(run_id: str, directory: Path) -> float:
     """``mask_size_pct`` of ``run_id`` in the leaderboards under ``directory``."""
     import math
 
-    from leakbench import leaderboard as lb
-
+    from leakbench.results import leaderboard as lb
     frame = lb.read(lb.result_files(directory))
     rows = frame[frame["run_id"].astype(str) == run_id] if not frame.empty else frame
     if rows.empty:

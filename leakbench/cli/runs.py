@@ -7,6 +7,9 @@ from pathlib import Path
 
 import click
 
+from leakbench.cli import common
+from leakbench.cli.common import print_result
+
 
 @click.command()
 @click.argument("run_id")
@@ -17,10 +20,10 @@ import click
               help="Checkpoint every N epochs from now on (default: as the run started).")
 def resume(run_id: str, save_dir: Path, restart: bool, checkpoint_every: int | None) -> None:
     """Continue a stopped, killed or failed run from its last checkpoint; its row is an uninterrupted run's."""
-    from leakbench.cli import _registry, print_result
-    from leakbench.resume import resume_run
+    from leakbench.runs.resume import resume_run
 
-    print_result(resume_run(run_id, save_dir, _registry(), restart=restart, checkpoint_every=checkpoint_every))
+    print_result(resume_run(run_id, save_dir, common._registry(), restart=restart,
+                            checkpoint_every=checkpoint_every))
 
 
 @click.command()
@@ -29,7 +32,7 @@ def resume(run_id: str, save_dir: Path, restart: bool, checkpoint_every: int | N
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output: one object per run.")
 def runs(save_dir: Path, as_json: bool) -> None:
     """List run records: state, epoch, last loss and accuracy, speed, ETA or error (killed: its process is gone)."""
-    from leakbench.run_record import records, summarize
+    from leakbench.runs.run_record import records, summarize
 
     found = [summarize(record) for record in records(save_dir)]
     if as_json:

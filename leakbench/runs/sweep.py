@@ -224,8 +224,7 @@ def _label(config: RunConfig) -> str:
 
 def existing_hashes(leaderboard_dir: Path) -> set[str]:
     """Config hashes of every row already in the leaderboards under ``leaderboard_dir``."""
-    from leakbench import leaderboard as lb
-
+    from leakbench.results import leaderboard as lb
     frame = lb.read(lb.result_files(leaderboard_dir))
     if frame.empty:
         return set()
@@ -235,8 +234,9 @@ def existing_hashes(leaderboard_dir: Path) -> set[str]:
 def plan_cells(cells: Iterable[Cell], registry: Registry, leaderboard_dir: Path) -> list[Cell]:
     """Hash every cell; mark invalid, duplicate and already-run cells, and find the unfinished
     run record (stopped, killed, failed) a pending cell continues. Nothing trains."""
-    from leakbench.pipeline import config_hash, plan_run
-    from leakbench.run_record import by_config_hash
+    from leakbench.engine.session import plan_run
+    from leakbench.runs.pipeline import config_hash
+    from leakbench.runs.run_record import by_config_hash
 
     done = existing_hashes(leaderboard_dir)
     seen: set[str] = set()
@@ -295,10 +295,10 @@ class CellTask:
         return {**self.__dict__, "registry": None, "runner": None}
 
     def __call__(self, cell: Cell) -> CellOutcome:
-        from leakbench.interrupts import RunInterrupted
-        from leakbench.pipeline import run_one
-        from leakbench.resume import resume_run
-        from leakbench.run_record import one_line
+        from leakbench.runs.interrupts import RunInterrupted
+        from leakbench.runs.pipeline import run_one
+        from leakbench.runs.resume import resume_run
+        from leakbench.runs.run_record import one_line
 
         registry = self.registry or _worker_registry()
         every = {} if self.checkpoint_every is None else {"checkpoint_every": self.checkpoint_every}
@@ -306,7 +306,7 @@ class CellTask:
         try:
             resume = cell.resume
             if not resume and self.rediscover and cell.config.save_dir is not None and cell.config_hash:
-                from leakbench.run_record import by_config_hash
+                from leakbench.runs.run_record import by_config_hash
 
                 to_resume, running = by_config_hash(Path(cell.config.save_dir))
                 if cell.config_hash in running:
@@ -360,7 +360,7 @@ def run_cells(
     mount's lock support (``nolock`` or a local-lock mount makes it per host). They only
     write their own run folder, which no one else writes.
     """
-    from leakbench.interrupts import graceful_stop
+    from leakbench.runs.interrupts import graceful_stop
 
     if isinstance(executor, str):
         executor = registry.create("executors", executor)
@@ -371,7 +371,7 @@ def run_cells(
     task = CellTask(checkpoint_every, write=local, rediscover=not local,
                     registry=registry if local else None, runner=runner if local else None)
     if not local:
-        from leakbench.pipeline import check_writable
+        from leakbench.runs.pipeline import check_writable
 
         for config in {(str(c.config.leaderboard_dir), str(c.config.save_dir)): c.config for c in pending}.values():
             check_writable(config)  # before any worker starts: the rows come back here
@@ -415,8 +415,8 @@ def run_cells(
 
 def _append(cell: Cell, row: dict[str, Any]) -> Path:
     """The driver's append of a row a worker sent back, and the run record told where it went."""
-    from leakbench.leaderboard import append_row, leaderboard_path
-    from leakbench.run_record import RunRecord
+    from leakbench.results.leaderboard import append_row, leaderboard_path
+    from leakbench.runs.run_record import RunRecord
 
     path = leaderboard_path(cell.config.leaderboard_dir, parse_spec(str(row.get("dataset") or cell.config.dataset))[0])
     append_row(path, row)
@@ -433,7 +433,7 @@ def _stopped(pending: list[Cell], finished: list[int], stopped: list[tuple[int, 
     """The one line a stopped sweep ends with (each stopped cell's resume line is above it)."""
     import signal
 
-    from leakbench.interrupts import RunInterrupted
+    from leakbench.runs.interrupts import RunInterrupted
 
     signum = signum or (stopped[0][1].signum if stopped else 0) or int(signal.SIGINT)
     name, total = signal.Signals(signum).name, len(pending)

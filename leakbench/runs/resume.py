@@ -14,7 +14,7 @@ from typing import Any
 
 from leakbench.errors import LeakbenchError
 from leakbench.registry import Registry
-from leakbench.run_record import RunRecord
+from leakbench.runs.run_record import RunRecord
 from leakbench.types import RunConfig, RunResult
 
 
@@ -30,7 +30,8 @@ def resume_run(run_id: str, save_dir: Path = Path("runs"), registry: Registry | 
     config that no longer plans to the same experiment (a plugin default changed); all but
     the first two are solved by ``restart``.
     """
-    from leakbench.pipeline import check_writable, config_hash, execute, plan_run, record_config
+    from leakbench.engine.session import plan_run
+    from leakbench.runs.pipeline import check_writable, config_hash, execute, record_config
 
     record = RunRecord.open(save_dir, run_id)
     state = record.state()
@@ -77,8 +78,8 @@ def resume_run(run_id: str, save_dir: Path = Path("runs"), registry: Registry | 
 def _written_row(config: RunConfig, plan: Any, run_id: str) -> RunResult | None:
     """The row a run appended before it was killed on its way to ``done``, if any: appending
     it again would count the run twice."""
-    from leakbench import leaderboard as lb
-    from leakbench.evaluation import METRICS
+    from leakbench.engine.evaluation import METRICS
+    from leakbench.results import leaderboard as lb
 
     path = lb.leaderboard_path(config.leaderboard_dir, plan.dataset.name)
     if not path.is_file():

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import click
 
-from leakbench.data_cli import data
+from leakbench.cli import common
+from leakbench.cli import data as data_commands
+from leakbench.cli import reports as report_commands
+from leakbench.cli import runs as run_commands
+from leakbench.cli.common import print_result
 from leakbench.errors import LeakbenchError, PluginError
-from leakbench.interrupts import RunInterrupted
-from leakbench.report_cli import plot, show, sweep
-from leakbench.runs_cli import resume, runs
+from leakbench.runs.interrupts import RunInterrupted
 
 KIND_CHOICES = ("datasets", "leakages", "maskers", "methods", "executors")
 
@@ -35,12 +37,6 @@ class LeakbenchGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted: this run wrote no leaderboard row", err=True)
             ctx.exit(130)
-
-
-def _registry():
-    from leakbench.registry import Registry
-
-    return Registry()
 
 
 @click.group(cls=LeakbenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -86,26 +82,11 @@ def cli() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def run(compile_: bool, checkpoint_every: int, **options) -> None:
     """Train and evaluate one configuration; append a row to LEADERBOARD_DIR/<dataset>.csv."""
-    from leakbench.pipeline import run_one
+    from leakbench.runs.pipeline import run_one
     from leakbench.types import RunConfig
 
-    print_result(run_one(RunConfig(compile=compile_, **options), _registry(), checkpoint_every=checkpoint_every))
-
-
-def print_result(result) -> None:
-    """The metrics table a finished run (``run`` or ``resume``) prints."""
-    from leakbench.evaluation import METRICS
-
-    row = result.row
-    click.echo(f"\n{row['method']} (masker {row['masker']}) on {row['dataset']} / {row['leakage']}, "
-               f"seed {row['seed']}, {row['epochs']} epochs, {row['train_seconds']:.0f}s on {row['device']}, "
-               f"scored on the {row['eval_split']} split")
-    for metric in METRICS:
-        value = result.metrics.get(metric)
-        shown = "-" if value is None else f"{value:.2f}" if metric.startswith("acc") or "pct" in metric \
-            else f"{value:.3f}"
-        click.echo(f"  {metric:<20} {shown:>8}")
-    click.echo(f"row {row['run_id']} appended to {result.leaderboard_path}")
+    print_result(run_one(RunConfig(compile=compile_, **options), common._registry(),
+                         checkpoint_every=checkpoint_every))
 
 
 @cli.command("list")
@@ -116,7 +97,7 @@ def list_(kind: str | None, verbose: bool, as_json: bool) -> None:
     """Show registered plugins: name, provider, supervision, description."""
     from leakbench.registry import KINDS
 
-    registry = _registry()
+    registry = common._registry()
     kinds = [kind] if kind else list(KINDS)
     if as_json:
         out = {k: [_describe(info, True) for info in registry.all(k).values()] for k in kinds}
@@ -176,8 +157,7 @@ def leaderboard(dataset: str | None, leakage: str | None, fmt: str, leaderboard_
     """Compare methods: one group per experiment, mean ± std over its seeds, best clean accuracy first.
 
     A run repeated with the same experiment and seed counts once (its latest row)."""
-    from leakbench import leaderboard as lb
-
+    from leakbench.results import leaderboard as lb
     columns = None if group_by is None else tuple(c.strip() for c in group_by.split(",") if c.strip())
     paths = lb.result_files(leaderboard_dir, dataset)
     if not paths:
@@ -192,7 +172,7 @@ def leaderboard(dataset: str | None, leakage: str | None, fmt: str, leaderboard_
     if metric is None:
         click.echo(lb.render(table, fmt))
         return
-    defaults = {name: info.cls.default_masker for name, info in _registry().all("methods").items()}
+    defaults = {name: info.cls.default_masker for name, info in common._registry().all("methods").items()}
     click.echo(lb.pivot(table, metric, defaults, fmt))
 
 
@@ -214,10 +194,10 @@ def leaderboard(dataset: str | None, leakage: str | None, fmt: str, leaderboard_
 def bench(methods: tuple[str, ...], steps: int, warmup: int, compile_: bool, leaderboard_dir: Path,
           **options) -> None:
     """Measure training and evaluation images/s on this device; append to throughput.csv."""
-    from leakbench.bench import measure, record
+    from leakbench.results.bench import measure, record
     from leakbench.types import RunConfig
 
-    registry, rows = _registry(), []
+    registry, rows = common._registry(), []
     for method in methods:
         config = RunConfig(method=method, compile=compile_, quiet=True, **options)
         rows.append(measure(config, steps, warmup, registry))
@@ -233,17 +213,17 @@ def bench(methods: tuple[str, ...], steps: int, warmup: int, compile_: bool, lea
     click.echo(f"rows appended to {path}")
 
 
-cli.add_command(data)
-cli.add_command(show)
-cli.add_command(plot)
-cli.add_command(sweep)
-cli.add_command(resume)
-cli.add_command(runs)
+cli.add_command(data_commands.data)
+cli.add_command(report_commands.show)
+cli.add_command(report_commands.plot)
+cli.add_command(report_commands.sweep)
+cli.add_command(run_commands.resume)
+cli.add_command(run_commands.runs)
 
 
 def build_cli() -> click.Group:
     """The command group with plugin commands attached (not at import time)."""
-    registry = _registry()
+    registry = common._registry()
     registry.pm.hook.register_commands(cli=cli)
     return cli
 

@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from leakbench.augment import Normalizer, crop_flip
-from leakbench.backbone import Classifier
+from leakbench.engine.augment import Normalizer, crop_flip
+from leakbench.engine.backbone import Classifier
+from leakbench.engine.recipes import lr_factor
 from leakbench.errors import LeakbenchError
-from leakbench.recipes import lr_factor
 from leakbench.types import ImageSet, Leakage, Masker, Method, Recipe, Stage
 
 
@@ -473,9 +473,9 @@ class Trainer:
 
     def held_out_clean(self) -> Tensor:
         """Indices of the leak-free images a ``clean-data`` method may use: the ``tune`` carve of the
-        images this run trains on (``leakbench.splits``). Scored on test, that is the tune split
+        images this run trains on (``leakbench.data.splits``). Scored on test, that is the tune split
         itself; scored on tune, a second carve of the rest, so never an image the run is scored on.
         The images are ``self.data.images[idx]``: never spoiled."""
-        from leakbench.splits import tune_mask
+        from leakbench.data.splits import tune_mask
 
         return tune_mask(self.data.labels).nonzero().flatten().to(self.ctx.device)

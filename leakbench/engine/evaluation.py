@@ -7,8 +7,8 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from leakbench.augment import Normalizer
-from leakbench.backbone import Classifier
+from leakbench.engine.augment import Normalizer
+from leakbench.engine.backbone import Classifier
 from leakbench.types import ImageSet, Leakage, Masker
 
 METRICS = (

@@ -4,7 +4,7 @@ Archives are never unpacked onto disk. Each member is checked (no absolute or ``
 paths, no links, no devices) and the files a dataset needs are read into memory, so a
 hostile archive cannot write anywhere and a half-read one leaves nothing behind. Images
 are then decoded in parallel worker processes straight into the cache's array files
-(see :mod:`leakbench.datastore`, which owns the cache).
+(see :mod:`leakbench.data.datastore`, which owns the cache).
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from leakbench.engine.evaluation import METRICS
 from leakbench.errors import LeakbenchError
-from leakbench.evaluation import METRICS
 from leakbench.types import RUN_SETTINGS
 
 # The schema, defined once. Pipeline order first, then metrics, then what makes a row reproducible.

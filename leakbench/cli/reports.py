@@ -6,13 +6,8 @@ from pathlib import Path
 
 import click
 
+from leakbench.cli import common
 from leakbench.errors import LeakbenchError
-
-
-def _registry():
-    from leakbench import cli as cli_module
-
-    return cli_module._registry()  # tests swap the registry there; one place to do it
 
 
 @click.command()
@@ -33,8 +28,7 @@ def _registry():
 def show(dataset: str | None, leakage: str | None, run_id: str | None, per_class: int, max_classes: int,
          leaderboard_dir: Path, data_root: Path | None, device: str, out: Path | None) -> None:
     """Picture a leak (and a run's masks): original | spoiled | mask overlay | masked, per class."""
-    from leakbench import reports
-
+    from leakbench.results import reports
     run = None
     if run_id is not None:
         run = reports.find_run(run_id, leaderboard_dir)
@@ -44,7 +38,8 @@ def show(dataset: str | None, leakage: str | None, run_id: str | None, per_class
                 raise LeakbenchError(f"run {run.run_id} used {flag} {own}, not {given}; drop {flag} with --run")
         dataset, leakage = run.config.dataset, run.config.leakage
     dataset, leakage = dataset or "digits", leakage or "binary-corner"
-    panels = reports.compute_panels(dataset, leakage, run, per_class, max_classes, data_root, device, _registry())
+    panels = reports.compute_panels(dataset, leakage, run, per_class, max_classes, data_root, device,
+                                    common._registry())
     title = f"{dataset} / {leakage}"
     if run is not None:
         title = f"run {run.run_id}: {run.config.method} (masker {panels.masker}) on " + title
@@ -76,15 +71,15 @@ def _slug(spec: str) -> str:
 def plot(dataset: str | None, leakage: str | None, x: str | None, metrics: tuple[str, ...], leaderboard_dir: Path,
          out: Path | None) -> None:
     """Chart a leaderboard: bars per method (mean ± std over seeds), or curves over a knob with --x."""
-    from leakbench import leaderboard as lb
-    from leakbench import reports
-
+    from leakbench.results import leaderboard as lb
+    from leakbench.results import reports
     paths = lb.result_files(leaderboard_dir, dataset)
     if not paths:
         raise LeakbenchError(f"no leaderboard CSVs in {leaderboard_dir}" + (f" for dataset '{dataset}'" if dataset
                              else "") + "; run `leakbench run --method ...` first")
     default = f"plot-{_slug(dataset or 'all')}" + (f"-{_slug(x)}" if x else "") + ".png"
-    path = reports.plot_leaderboard(lb.read(paths), out or Path(default), dataset, leakage, x, metrics, _registry())
+    path = reports.plot_leaderboard(lb.read(paths), out or Path(default), dataset, leakage, x, metrics,
+                                    common._registry())
     click.echo(f"wrote {path}")
 
 
@@ -124,8 +119,7 @@ def sweep(config_file: Path | None, methods, maskers, datasets, leakages, seeds,
           options, epochs, recipe, backbone, eval_split, device, leaderboard_dir, save_dir, checkpoint_every,
           executor_spec: str, dry_run: bool) -> None:
     """Run a grid; skip cells already in the leaderboard, resume unfinished ones, report failures at the end."""
-    from leakbench import sweep as sw
-
+    from leakbench.runs import sweep as sw
     grid = sw.load_toml(config_file) if config_file else sw.Grid()
     flags = sw.Grid()
     for key, values in (("method", methods), ("masker", maskers), ("dataset", datasets), ("leakage", leakages)):
@@ -155,7 +149,7 @@ def sweep(config_file: Path | None, methods, maskers, datasets, leakages, seeds,
     grid.settings.setdefault("quiet", True)
     leaderboard = Path(grid.settings.get("leaderboard_dir", Path("leaderboards")))
 
-    registry = _registry()
+    registry = common._registry()
     executor = registry.create("executors", executor_spec)  # a bad name or a missing Ray: one line, nothing planned
     cells = sw.plan_cells(sw.expand(grid, registry), registry, leaderboard)
     if dry_run:
@@ -177,7 +171,7 @@ def sweep(config_file: Path | None, methods, maskers, datasets, leakages, seeds,
 
 
 def _numbers(text: str, flag: str) -> list[float | int]:
-    from leakbench.sweep import split_values
+    from leakbench.runs.sweep import split_values
 
     out: list[float | int] = []
     for value in split_values(text):

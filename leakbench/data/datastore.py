@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from leakbench.errors import LeakbenchError
-from leakbench.extract import (
+from leakbench.data.extract import (
     BadImage,
     Source,
     decode_chunks,
@@ -37,6 +36,7 @@ from leakbench.extract import (
     open_sources,
     source_key,
 )
+from leakbench.errors import LeakbenchError
 from leakbench.types import Dataset, ImageSet
 
 if TYPE_CHECKING:

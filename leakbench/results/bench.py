@@ -8,9 +8,9 @@ from itertools import chain, repeat
 from pathlib import Path
 from typing import Any
 
-from leakbench.leaderboard import append_row
-from leakbench.pipeline import build_session, device_name, environment, plan_run, stage
+from leakbench.engine.session import build_session, device_name, environment, plan_run, stage
 from leakbench.registry import Registry
+from leakbench.results.leaderboard import append_row
 from leakbench.types import RunConfig
 
 THROUGHPUT_COLUMNS = (
@@ -24,7 +24,7 @@ def measure(config: RunConfig, steps: int = 50, warmup: int = 10, registry: Regi
     """Images/s of ``steps`` training steps (after ``warmup``) and of evaluation forwards."""
     import torch
 
-    from leakbench.backbone import describe
+    from leakbench.engine.backbone import describe
 
     plan = plan_run(config, registry)
     session = build_session(plan)

@@ -58,8 +58,7 @@ def find_run(run: str, leaderboard_dir: Path) -> LoadedRun:
     Looks in the folder itself, then where the leaderboard row says the run saved to, then
     ``runs/<run_id>``, so a run is found wherever ``--save-dir`` put it.
     """
-    from leakbench import leaderboard as lb
-
+    from leakbench.results import leaderboard as lb
     row = None
     frame = lb.read(lb.result_files(leaderboard_dir)) if Path(leaderboard_dir).is_dir() else None
     if frame is not None and not frame.empty:
@@ -109,8 +108,8 @@ def compute_panels(
     spoiled with their true label's leak, and (with a run) the run's masks and predictions."""
     import torch
 
-    from leakbench.augment import Normalizer
-    from leakbench.pipeline import plan_run, resolve_device
+    from leakbench.engine.augment import Normalizer
+    from leakbench.engine.session import plan_run, resolve_device
     from leakbench.types import Masker
 
     registry = registry or Registry()
@@ -163,7 +162,7 @@ def load_models(run: LoadedRun, plan, num_classes: int, image_size: int, device)
 
     import torch
 
-    from leakbench.backbone import create_classifier, to_device
+    from leakbench.engine.backbone import create_classifier, to_device
 
     classifier = to_device(create_classifier(plan.backbone.name, num_classes, image_size,
                                              **plan.backbone.kwargs()), device)
@@ -288,8 +287,7 @@ def plot_leaderboard(
     """Bars of ``metrics`` per configuration (mean, std over seeds), or with ``x`` one curve
     per configuration over that knob (a row column such as ``reliability``, or any masker or
     method option such as ``lambda_r``)."""
-    from leakbench import leaderboard as lb
-
+    from leakbench.results import leaderboard as lb
     table = lb.aggregate(frame, dataset, leakage)
     if table.empty:
         raise LeakbenchError("no leaderboard rows match; check --dataset/--leakage or run some configurations first")
@@ -312,7 +310,7 @@ def _title(table) -> str:
 
 def _labels(table, skip: tuple[str, ...] = ()) -> list[str]:
     """Method and masker, plus whatever other key column varies between the bars."""
-    from leakbench.leaderboard import KEY_COLUMNS
+    from leakbench.results.leaderboard import KEY_COLUMNS
 
     varying = [c for c in KEY_COLUMNS if c not in ("method", "masker", "supervision", *skip)
                and table[c].astype(str).nunique() > 1]
@@ -393,8 +391,7 @@ def _without(spec: str, option: str) -> str:
 def _curves(frame, out: Path, dataset, leakage, x: str, metrics: tuple[str, ...], registry) -> Path:
     import numpy as np
 
-    from leakbench import leaderboard as lb
-
+    from leakbench.results import leaderboard as lb
     plt = _pyplot()
     registry = registry or Registry()
     table = lb.aggregate(frame, dataset, leakage)

@@ -1,4 +1,4 @@
-"""``leakbench data prepare|list``: thin wrappers over :mod:`leakbench.datastore`."""
+"""``leakbench data prepare|list``: thin wrappers over :mod:`leakbench.data.datastore`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ DATA_ROOT_HELP = "Where datasets live (default: $LEAKBENCH_DATA or ~/.cache/leak
 
 
 def _cached_datasets() -> dict[str, type]:
-    from leakbench.datastore import CachedDataset
+    from leakbench.data.datastore import CachedDataset
     from leakbench.registry import Registry
 
     return {name: info.cls for name, info in Registry().all("datasets").items() if issubclass(info.cls, CachedDataset)}
@@ -78,8 +78,8 @@ def spread_from(args: list[str], valued: set[str]) -> list[str]:
 @click.option("--force", is_flag=True, help="Rebuild even if a cache from the same source exists.")
 def prepare(dataset: str, sources: tuple[Path, ...], data_root: Path | None, force: bool) -> None:
     """Verify, read and decode DATASET once into a memory-mapped cache (name:key=value options allowed)."""
-    from leakbench import datastore
     from leakbench.data import data_root as resolve_root
+    from leakbench.data import datastore
     from leakbench.registry import Registry
 
     root = resolve_root(data_root)
@@ -113,8 +113,8 @@ def prepare(dataset: str, sources: tuple[Path, ...], data_root: Path | None, for
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (with measured mean/std).")
 def list_(data_root: Path | None, as_json: bool) -> None:
     """Show each dataset's state: missing or prepared, counts per split, size on disk, source."""
-    from leakbench import datastore
     from leakbench.data import data_root as resolve_root
+    from leakbench.data import datastore
 
     root = resolve_root(data_root)
     rows = []
