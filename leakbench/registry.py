@@ -128,6 +128,11 @@ class Registry:
     def get(self, kind: str, name: str) -> PluginInfo:
         plugins = self._all[kind]
         if name not in plugins:
+            several = [part.strip() for part in name.split(",")]
+            if len(several) > 1 and all(part in plugins for part in several):  # `--method clean,naive`
+                flag = "--" + SINGULAR[kind]
+                raise LeakbenchError(f"one {SINGULAR[kind]} per {flag} (commas separate a plugin's options); "
+                                     f"for several, repeat the flag: " + " ".join(f"{flag} {p}" for p in several))
             raise LeakbenchError(
                 f"unknown {SINGULAR[kind]} '{name}'{closest(name, plugins)}; "
                 f"available: {', '.join(plugins) or 'none'} (see `leakbench list {kind}`)"

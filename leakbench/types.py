@@ -68,6 +68,9 @@ class Plugin:
             raise LeakbenchError(f"{cls.kind} '{cls.name}': {exc}") from exc
 
     def params(self) -> dict[str, Any]:
+        """The options as they enter the experiment's identity (``experiment_id``, ``config_hash``).
+        A plugin with an option that only says where to look something up overrides this to
+        record what it looked up instead (the random masker's ``match_run``)."""
         return {f.name: getattr(self, f.name) for f in self.options()}
 
     def spec(self) -> str:

@@ -63,6 +63,7 @@ def test_naive_leaves_masked_metrics_empty_not_zero(tmp_path):
     ("args", "message"),
     [
         (["--method", "mett"], "unknown method 'mett' (did you mean 'met'?)"),
+        (["--method", "clean,naive"], "repeat the flag: --method clean --method naive"),
         (["--method", "naive", "--leakage", "binary-cornr"], "did you mean 'binary-corner'"),
         (["--method", "met", "--masker", "casme:lambda_r=-1"], "lambda_r must be >= 0"),
         (["--method", "naive", "--epochs", "0"], "--epochs must be at least 1"),

@@ -6,14 +6,17 @@ choice, erased squares, the RRR penalty's gradient) are checked directly.
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 from conftest import TINY
 
 from leakbench.engine.recipes import RECIPES
+from leakbench.engine.session import plan_run
 from leakbench.errors import LeakbenchError
 from leakbench.registry import Registry
-from leakbench.runs.pipeline import run_one
+from leakbench.runs.pipeline import experiment_id, run_one
 from leakbench.types import RunConfig
 
 TINY_DATASET = "digits:size=8"
@@ -63,6 +66,14 @@ def test_random_masker_matches_a_runs_mask_size(tmp_path):
     matched = Registry().create("maskers", f"random:match_run={reference.row['run_id']},"
                                            f"leaderboard_dir={tmp_path / 'lb'}")
     assert matched.effective_pct == pytest.approx(reference.metrics["mask_size_pct"], rel=1e-4)
+    elsewhere = tmp_path / "copy"  # the same reference row, read from another folder: the same control
+    elsewhere.mkdir()
+    shutil.copy(tmp_path / "lb" / "digits.csv", elsewhere / "digits.csv")
+    ids = {experiment_id(config, plan_run(config, Registry())) for config in (
+        tiny(tmp_path, method="met", masker=f"random:match_run={reference.row['run_id']},leaderboard_dir={folder}")
+        for folder in (tmp_path / "lb", elsewhere))}
+    assert len(ids) == 1
+    assert matched.params() == {"size_pct": matched.effective_pct, "match_run": reference.row["run_id"]}
     with pytest.raises(LeakbenchError, match="no run 'nope'"):
         Registry().create("maskers", f"random:match_run=nope,leaderboard_dir={tmp_path / 'lb'}")
     with pytest.raises(LeakbenchError, match="not both"):

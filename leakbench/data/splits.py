@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from leakbench.data.hashing import GOLDEN32, MASK32, hash32
+
 if TYPE_CHECKING:
     from torch import Tensor
 
@@ -22,14 +24,6 @@ if TYPE_CHECKING:
 
 EVAL_SPLITS = ("test", "tune")
 TUNE_FRACTION = 0.1  # of each class of the training split
-_MASK32 = 0xFFFFFFFF
-
-
-def _hash32(x: Tensor) -> Tensor:
-    """A 32-bit integer mix (lowbias32), exact on every device and release."""
-    x = (((x >> 16) ^ x) * 0x45D9F3B) & _MASK32
-    x = (((x >> 16) ^ x) * 0x45D9F3B) & _MASK32
-    return (x >> 16) ^ x
 
 
 def tune_mask(labels: Tensor, fraction: float = TUNE_FRACTION) -> Tensor:
@@ -39,7 +33,7 @@ def tune_mask(labels: Tensor, fraction: float = TUNE_FRACTION) -> Tensor:
 
     labels = labels.cpu()
     n = labels.shape[0]
-    key = _hash32(torch.arange(n, dtype=torch.int64) * 0x9E3779B1 & _MASK32)
+    key = hash32(torch.arange(n, dtype=torch.int64) * GOLDEN32 & MASK32)
     order = torch.argsort(labels * (1 << 32) + key)  # by class, then by hashed index
     sorted_labels = labels[order]
     counts = torch.bincount(sorted_labels)

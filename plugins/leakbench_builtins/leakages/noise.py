@@ -6,16 +6,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from leakbench import Leakage, hookimpl
+from leakbench.data.hashing import GOLDEN32, MASK32, hash32
 
 _SEED = 0x1EA4B  # fixed: the patterns belong to the leak, not to a run
-_MASK32 = 0xFFFFFFFF
-
-
-def _mix32(x):
-    """A 32-bit integer hash (Wang / lowbias32 style) on int64 tensors, exact on every device."""
-    x = (((x >> 16) ^ x) * 0x45D9F3B) & _MASK32
-    x = (((x >> 16) ^ x) * 0x45D9F3B) & _MASK32
-    return (x >> 16) ^ x
 
 
 def signs(labels, channels: int, height: int, width: int, tile: int):
@@ -32,8 +25,8 @@ def signs(labels, channels: int, height: int, width: int, tile: int):
     ys = torch.arange(th, device=dev).view(1, 1, -1, 1)
     xs = torch.arange(tw, device=dev).view(1, 1, 1, -1)
     pixel = (torch.arange(channels, device=dev).view(1, -1, 1, 1) * tile + ys) * tile + xs  # [1,C,th,tw]
-    key = _mix32((labels.view(-1, 1, 1, 1).to(torch.int64) * 0x9E3779B1 + _SEED) & _MASK32)
-    one_tile = ((_mix32(key ^ pixel) & 1) * 2 - 1).to(torch.int16)  # [B,C,th,tw]
+    key = hash32((labels.view(-1, 1, 1, 1).to(torch.int64) * GOLDEN32 + _SEED) & MASK32)
+    one_tile = ((hash32(key ^ pixel) & 1) * 2 - 1).to(torch.int16)  # [B,C,th,tw]
     reps = (1, 1, -(-height // th), -(-width // tw))
     return one_tile.repeat(reps)[:, :, :height, :width]
 

@@ -33,6 +33,15 @@ class RandomMasker(Masker):
         self.effective_pct = _matched_size(self.match_run, Path(self.leaderboard_dir)) if self.match_run \
             else self.size_pct
 
+    def params(self) -> dict[str, Any]:
+        """A matched control's identity is the size it resolved to and the run it matched, not
+        the folder that run's row was read from: the same control found through another
+        ``leaderboard_dir`` is the same experiment. Unmatched controls keep every option, so
+        rows written before this rule keep their identity."""
+        if not self.match_run:
+            return super().params()
+        return {"size_pct": self.effective_pct, "match_run": self.match_run}
+
     def build(self, classifier, image_size, recipe, device) -> None:
         import torch
 
