@@ -400,7 +400,8 @@ class CellOutcome:
     ``status``: ``done`` (``metrics`` and ``row`` set; ``leaderboard_path`` set when the run
     appended its row itself, None when the sweep's driver still has to), ``failed`` (``error``
     is its one line), ``interrupted`` (a stop signal; ``error`` says how to go on, ``signum``
-    which signal) or ``running`` (another process runs this cell now).
+    which signal), ``running`` (another process runs this cell now) or ``skipped`` (another
+    process finished it after the sweep was planned: its row is there).
     """
 
     status: str

@@ -34,6 +34,11 @@ def _sweep(tmp_path: Path, executor: str, seeds: str = "0,1,2,3") -> list[str]:
             "--leaderboard-dir", str(tmp_path / "lb"), "--save-dir", str(tmp_path / "runs")]
 
 
+def _records(save_dir: Path) -> list[Path]:
+    """The run folders (the sweep's cell claims live beside them, in .claims)."""
+    return sorted(p for p in save_dir.iterdir() if not p.name.startswith("."))
+
+
 def _exactly_once(rows: list[dict[str, str]], seeds: list[str]) -> None:
     assert sorted(r["seed"] for r in rows) == sorted(seeds)
     assert len({r["run_id"] for r in rows}) == len(rows) == len(seeds)
@@ -122,7 +127,7 @@ def test_processes_run_a_sweep_and_each_row_lands_once(cli_with, tmp_path):
     assert sum(line.startswith("[") for line in first.output.splitlines()) == 4  # one line per cell
     rows = _rows(tmp_path / "lb" / "digits.csv")
     _exactly_once(rows, ["0", "1", "2", "3"])
-    states = [json.loads((p / "state.json").read_text()) for p in (tmp_path / "runs").iterdir()]
+    states = [json.loads((p / "state.json").read_text()) for p in _records(tmp_path / "runs")]
     assert len(states) == 4 and {s["state"] for s in states} == {"done"}
     assert len({s["pid"] for s in states}) == 2  # two worker processes, neither of them this one
     assert os.getpid() not in {s["pid"] for s in states}
@@ -143,35 +148,76 @@ def test_a_cell_failing_in_a_worker_leaves_the_others_running(cli_with, tmp_path
     assert "2 sweep cell(s) failed" in result.output
     rows = _rows(tmp_path / "lb" / "digits.csv")
     assert sorted((r["seed"], float(r["lr"])) for r in rows) == [("0", 0.05), ("1", 0.05)]
-    failed = [json.loads((p / "state.json").read_text()) for p in (tmp_path / "runs").iterdir()]
+    failed = [json.loads((p / "state.json").read_text()) for p in _records(tmp_path / "runs")]
     assert sorted(s["state"] for s in failed) == ["done", "done", "failed", "failed"]
 
 
 # --------------------------------------------------------------------------- the one per-cell task
 
-def test_a_task_with_rediscover_continues_the_cells_unfinished_record(tmp_path):
-    """What a retried Ray task relies on: the cell's record, found again by its config hash."""
-    from leakbench.engine.session import plan_run
-    from leakbench.runs.pipeline import record_config
-    from leakbench.runs.run_record import RunRecord
+def _planned_cell(tmp_path: Path, registry: Registry, seed: int = 5) -> sw.Cell:
     from leakbench.types import RunConfig
 
     board, save = tmp_path / "lb", tmp_path / "runs"
-    config = RunConfig(method="naive", dataset="digits:size=8", backbone="resnet18:width=8", epochs=1, seed=5,
+    config = RunConfig(method="naive", dataset="digits:size=8", backbone="resnet18:width=8", epochs=1, seed=seed,
                        quiet=True, leaderboard_dir=board, save_dir=save)
+    (cell,) = sw.plan_cells([sw.Cell(config, f"naive seed {seed}")], registry, board)
+    assert cell.status == "pending" and not cell.resume
+    return cell
+
+
+def test_a_task_looks_again_and_continues_the_record_left_since_planning(tmp_path):
+    """What a retried Ray task relies on, and a long local sweep too: the cell's record, found
+    again by its config hash when the cell starts, not when the sweep was planned."""
+    from leakbench.engine.session import plan_run
+    from leakbench.runs.pipeline import record_config
+    from leakbench.runs.run_record import RunRecord
+
     registry = Registry()
-    (cell,) = sw.plan_cells([sw.Cell(config, "naive seed 5")], registry, board)
-    assert cell.status == "pending" and not cell.resume  # planned before the record below existed
-    live = RunRecord.create(save, "live00000001", record_config(plan_run(config, registry), "live00000001", 1), 1)
-    running = sw.CellTask(write=False, rediscover=True, registry=registry)(cell)
+    cell = _planned_cell(tmp_path, registry)  # planned before the record below existed
+    live = RunRecord.create(tmp_path / "runs", "live00000001",
+                            record_config(plan_run(cell.config, registry), "live00000001", 1), 1)
+    running = sw.CellTask(write=False, registry=registry)(cell)
     assert (running.status, running.error) == ("running", "another process is running this cell now")
     live.update(pid=_a_finished_pid())  # its process is gone (killed with its Ray worker)
-    outcome = sw.CellTask(write=False, rediscover=True, registry=registry)(cell)
+    outcome = sw.CellTask(write=False, registry=registry)(cell)
     assert outcome.status == "done", outcome.error
     assert outcome.row["run_id"] == "live00000001" and outcome.leaderboard_path is None
-    assert not board.exists()  # write=False: the row came back to the sweep, nothing was appended here
-    fresh = sw.CellTask(write=False, rediscover=False, registry=registry)(cell)
-    assert fresh.status == "done" and fresh.row["run_id"] != "live00000001"
+    assert not (tmp_path / "lb").exists()  # write=False: the row came back to the sweep, nothing was appended here
+
+
+def test_a_task_skips_a_cell_whose_row_landed_after_planning_and_one_claimed_elsewhere(tmp_path):
+    from filelock import FileLock
+
+    registry = Registry()
+    cell = _planned_cell(tmp_path, registry)
+    claim = FileLock(str(tmp_path / "runs" / ".claims" / f"{cell.config_hash}.lock"))
+    (tmp_path / "runs" / ".claims").mkdir(parents=True)
+    with claim:  # another process is on this cell
+        held = sw.CellTask(registry=registry)(cell)
+    assert (held.status, held.error) == ("running", "another process is running this cell now")
+    assert not (tmp_path / "lb").exists()
+    first = sw.CellTask(registry=registry)(cell)  # the claim is free again: it runs and writes its row
+    assert first.status == "done" and len(_rows(tmp_path / "lb" / "digits.csv")) == 1
+    again = sw.CellTask(registry=registry)(cell)  # planned before that row landed
+    assert (again.status, again.error) == ("skipped", "another process finished this cell after the sweep was planned")
+    assert len(_rows(tmp_path / "lb" / "digits.csv")) == 1
+
+
+def test_two_sweeps_over_one_grid_share_the_cells_instead_of_running_them_twice(tmp_path):
+    """Two terminals (or machines on one save dir) start the same sweep at once: every cell
+    runs once, each row lands once, and neither sweep fails."""
+    import subprocess
+
+    command = [sys.executable, "-m", "leakbench", *_sweep(tmp_path, "local", "0,1,2,3,4,5")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    sweeps = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+              for _ in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in sweeps]
+    assert [p.returncode for p in sweeps] == [0, 0], outputs
+    _exactly_once(_rows(tmp_path / "lb" / "digits.csv"), ["0", "1", "2", "3", "4", "5"])
+    trained = sum(o.count("acc_clean") for o in outputs)
+    assert trained == 6, outputs  # each cell trained by one of the two
+    assert len(_records(tmp_path / "runs")) == 6
 
 
 def _a_finished_pid() -> int:
@@ -203,7 +249,7 @@ def test_ray_runs_a_sweep_and_a_rerun_trains_nothing(cli_with, tmp_path, ray_loc
     assert "0 ran, 4 already in the leaderboard" in again.output
     assert not any(line.startswith("[") for line in again.output.splitlines())  # nothing trained
     assert len(_rows(tmp_path / "lb" / "digits.csv")) == 4
-    assert len(list((tmp_path / "runs").iterdir())) == 4
+    assert len(_records(tmp_path / "runs")) == 4
 
 
 def test_a_ray_task_whose_worker_is_killed_is_retried_and_resumes(cli_with, tmp_path, ray_local):
@@ -238,6 +284,6 @@ def test_a_ray_task_whose_worker_is_killed_is_retried_and_resumes(cli_with, tmp_
     assert result.exit_code == 0, result.output
     rows = _rows(tmp_path / "lb" / "digits.csv")
     assert [r["run_id"] for r in rows] == [killed["run_id"]]  # the same run, continued, once
-    assert [p.name for p in save.iterdir()] == [killed["run_id"]]
+    assert [p.name for p in _records(save)] == [killed["run_id"]]
     epochs = [json.loads(line)["epoch"] for line in (save / str(killed["run_id"]) / "epochs.jsonl").open()]
     assert epochs == [1, 2, 3, 4]

@@ -204,7 +204,8 @@ def test_a_rerun_sweep_resumes_its_stopped_cell_and_a_nan_cell_fails_alone(cli_w
     assert first.exit_code == 143, first.output  # stopped in its second cell; the first cell's failure is kept
     assert "FAILED" in first.output and "epoch 1/3 of method 'nan-loss': the training loss is nan" in first.output
     assert "rerun the same sweep" in first.output
-    records = {json.loads((p / "config.json").read_text())["method"]: p.name for p in (tmp_path / "runs").iterdir()}
+    records = {json.loads((p / "config.json").read_text())["method"]: p.name for p in (tmp_path / "runs").iterdir()
+               if not p.name.startswith(".")}
     assert set(records) == {"nan-loss", "signals-once"}
     nan_state = _state(tmp_path / "runs", records["nan-loss"])
     assert nan_state["state"] == "failed" and "epoch 1/3 of method 'nan-loss'" in nan_state["error"]

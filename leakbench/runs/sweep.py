@@ -11,9 +11,10 @@ failed run costs only its own row; the sweep reports every failure at the end.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -273,13 +274,19 @@ def plan_cells(cells: Iterable[Cell], registry: Registry, leaderboard_dir: Path)
 class CellTask:
     """Runs one cell, wherever an executor puts it: the only copy of the per-cell logic.
 
-    It continues the cell's unfinished run record when there is one (and, with ``rediscover``,
-    looks for one again first: a retried Ray task finds the record its killed attempt left in
-    the shared save dir), turns any error into a ``failed`` outcome with one line (a
-    non-finite loss included: the run has already marked its record failed), and a stop
-    signal into an ``interrupted`` one. With ``write`` the run appends its own row (the local
-    executor: it *is* the sweep's process); without, the row comes back in the outcome and
-    the sweep appends it (one writer per sweep, see :func:`run_cells`).
+    A sweep is planned once, but its cells start minutes or hours later, and another sweep
+    over the same cells (a second terminal, a second machine on the same save dir, a stray
+    rerun) may have got there first. So just before it trains, the task claims the cell (an
+    exclusive lock on ``SAVE_DIR/.claims/<config_hash>.lock``, released when it ends or its
+    process dies) and looks again: a cell another process holds is ``running`` elsewhere, a
+    cell whose row has landed since is ``skipped``, and a cell with an unfinished record
+    continues it (a retried Ray task finds the record its killed attempt left in the shared
+    save dir). Two sweeps over one grid thus share the work instead of doing it twice. It
+    turns any error into a ``failed`` outcome with one line (a non-finite loss included: the
+    run has already marked its record failed), and a stop signal into an ``interrupted`` one.
+    With ``write`` the run appends its own row (the local executor: it *is* the sweep's
+    process); without, the row comes back in the outcome and the sweep appends it (one writer
+    per sweep, see :func:`run_cells`).
 
     It pickles without its registry and runner; in a worker process the registry is built
     once from the installed entry points (``LEAKBENCH_LOAD_PLUGINS`` applies there too).
@@ -287,7 +294,6 @@ class CellTask:
 
     checkpoint_every: int | None = None
     write: bool = True
-    rediscover: bool = False
     registry: Registry | None = field(default=None, repr=False, compare=False)
     runner: Callable[..., Any] | None = field(default=None, repr=False, compare=False)  # tests: instead of run_one
 
@@ -296,35 +302,69 @@ class CellTask:
 
     def __call__(self, cell: Cell) -> CellOutcome:
         from leakbench.runs.interrupts import RunInterrupted
-        from leakbench.runs.pipeline import run_one
-        from leakbench.runs.resume import resume_run
         from leakbench.runs.run_record import one_line
 
         registry = self.registry or _worker_registry()
         every = {} if self.checkpoint_every is None else {"checkpoint_every": self.checkpoint_every}
         write = {} if self.write else {"write": False}
         try:
-            resume = cell.resume
-            if not resume and self.rediscover and cell.config.save_dir is not None and cell.config_hash:
-                from leakbench.runs.run_record import by_config_hash
-
-                to_resume, running = by_config_hash(Path(cell.config.save_dir))
-                if cell.config_hash in running:
+            with _claim(cell) as held:
+                if not held:
                     return CellOutcome("running", "another process is running this cell now")
-                if cell.config_hash in to_resume:
-                    resume = to_resume[cell.config_hash].run_id
-            if resume:
-                result = resume_run(resume, Path(cell.config.save_dir), registry, config=cell.config, **every,
-                                    **write)
-            else:
-                result = (self.runner or run_one)(cell.config, registry, **write, **every)
+                return self._run_claimed(cell, registry, every, write)
         except RunInterrupted as exc:
             return CellOutcome("interrupted", exc.message, signum=exc.signum)
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # one bad cell must not stop the grid
             return CellOutcome("failed", one_line(exc))
+
+    def _run_claimed(self, cell: Cell, registry: Registry, every: dict[str, Any], write: dict[str, Any]) \
+            -> CellOutcome:
+        from leakbench.runs.pipeline import run_one
+        from leakbench.runs.resume import resume_run
+        from leakbench.runs.run_record import by_config_hash
+
+        if cell.config_hash and cell.config_hash in existing_hashes(cell.config.leaderboard_dir):
+            return CellOutcome("skipped", "another process finished this cell after the sweep was planned")
+        resume = cell.resume
+        if cell.config.save_dir is not None and cell.config_hash:
+            to_resume, running = by_config_hash(Path(cell.config.save_dir))
+            if cell.config_hash in running:
+                return CellOutcome("running", "another process is running this cell now")
+            record = to_resume.get(cell.config_hash)
+            resume = record.run_id if record is not None else ""
+        if resume:
+            result = resume_run(resume, Path(cell.config.save_dir), registry, config=cell.config, **every, **write)
+        else:
+            result = (self.runner or run_one)(cell.config, registry, **write, **every)
         return CellOutcome("done", metrics=result.metrics, row=result.row, leaderboard_path=result.leaderboard_path)
+
+
+@contextlib.contextmanager
+def _claim(cell: Cell) -> Iterator[bool]:
+    """Hold the cell's claim for as long as it runs: True if this process got it, False if
+    another process holds it. A flock, so a killed holder releases it; on NFS it is only as
+    good as the mount's lock support (see :func:`run_cells`). Without a save dir, no claim."""
+    from filelock import FileLock, Timeout
+
+    if cell.config.save_dir is None or not cell.config_hash:
+        yield True
+        return
+    folder = Path(cell.config.save_dir) / ".claims"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(folder / f"{cell.config_hash}.lock"), timeout=0)
+        lock.acquire()
+    except Timeout:
+        yield False
+        return
+    except OSError as exc:
+        raise LeakbenchError(f"cannot write {folder}: {exc.strerror or exc}; choose a writable --save-dir") from None
+    try:
+        yield True
+    finally:
+        lock.release()
 
 
 _REGISTRY: Registry | None = None
@@ -368,8 +408,8 @@ def run_cells(
     if not pending:
         return cells
     local = executor.in_process
-    task = CellTask(checkpoint_every, write=local, rediscover=not local,
-                    registry=registry if local else None, runner=runner if local else None)
+    task = CellTask(checkpoint_every, write=local, registry=registry if local else None,
+                    runner=runner if local else None)
     if not local:
         from leakbench.runs.pipeline import check_writable
 
