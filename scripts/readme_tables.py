@@ -62,8 +62,7 @@ def _markdown_rows(header: list[str], rows: list[list[str]]) -> str:
 def digits_summary() -> str:
     """Every method in the paper's setting (strength 1, reliability 1), binary-corner, test split."""
     table = _only(_table("digits", "binary-corner"), strength=1, reliability=1, eval_split="test")
-    rendered = lb.render(table.drop(columns=["strength", "reliability"]), "markdown")
-    return rendered
+    return lb.render(table.drop(columns=["strength", "reliability"]), "markdown")
 
 
 def digits_zoo() -> str:
