@@ -111,3 +111,17 @@ def test_every_part_is_a_subpackage_and_the_top_holds_only_the_contract():
     assert {f"leakbench.{m}" for m in top} == CONTRACT - {"leakbench"}
     assert {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()} == {
         "cli", "data", "engine", "results", "runs"}
+
+
+def test_the_parts_follow_the_data_flow():
+    """What the README promises: each part imports only the contract and the parts before it
+    (data -> engine -> results -> runs -> cli), so a reader can go top to bottom."""
+    order = ["data", "engine", "results", "runs", "cli"]
+
+    def part(module: str) -> str | None:
+        pieces = module.split(".")
+        return pieces[1] if len(pieces) > 1 and pieces[1] in order else None
+
+    backwards = [(module, dep) for module, deps in _graph().items() if part(module)
+                 for dep in deps if part(dep) and order.index(part(dep)) > order.index(part(module))]
+    assert backwards == []
