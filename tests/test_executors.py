@@ -136,6 +136,50 @@ def test_processes_run_a_sweep_and_each_row_lands_once(cli_with, tmp_path):
     assert len(_rows(tmp_path / "lb" / "digits.csv")) == 4
 
 
+def test_sigterm_to_a_processes_sweep_stops_its_workers_resumably_and_a_rerun_finishes(tmp_path):
+    """A real SIGTERM to the sweep's process (as a scheduler sends it) while two workers train:
+    the sweep exits 143, the running cells stop at a step boundary as ``interrupted`` records
+    without rows, and the same sweep rerun continues them: every row once, every epoch once."""
+    import subprocess
+
+    save = tmp_path / "runs"
+    command = [sys.executable, "-m", "leakbench", "sweep", "--executor", "processes:2", "--method", "naive",
+               "--seeds", "0,1", "--dataset", "digits", "--backbone", "resnet18:width=8", "--epochs", "6",
+               "--leaderboard-dir", str(tmp_path / "lb"), "--save-dir", str(save)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    sweep = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and sweep.poll() is None:
+        states = []
+        for state_file in save.glob("*/state.json"):
+            try:
+                states.append(json.loads(state_file.read_text()))
+            except (OSError, ValueError):
+                continue
+        if any(s.get("state") == "running" and int(s.get("checkpoint_epoch") or 0) >= 1 for s in states):
+            sweep.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.05)
+    output = sweep.communicate(timeout=300)[0]
+    assert sweep.returncode == 143, output
+    assert "sweep stopped by SIGTERM" in output and "rerun the same sweep" in output
+    stopped = {p.name: json.loads((p / "state.json").read_text()) for p in _records(save)}
+    assert stopped and all(s["state"] in ("interrupted", "done") for s in stopped.values()), stopped
+    interrupted = [run for run, s in stopped.items() if s["state"] == "interrupted"]
+    assert interrupted, stopped  # at least the cell past its first checkpoint stopped mid-run
+    landed = {r["run_id"] for r in _rows(tmp_path / "lb" / "digits.csv")}
+    assert not landed & set(interrupted)  # a stopped run has no row
+
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    rows = _rows(tmp_path / "lb" / "digits.csv")
+    _exactly_once(rows, ["0", "1"])
+    assert set(interrupted) <= {r["run_id"] for r in rows}  # continued, not started over
+    for run in interrupted:
+        epochs = [json.loads(line)["epoch"] for line in (save / run / "epochs.jsonl").open()]
+        assert epochs == [1, 2, 3, 4, 5, 6]
+
+
 def test_a_cell_failing_in_a_worker_leaves_the_others_running(cli_with, tmp_path):
     grid = tmp_path / "grid.toml"
     grid.write_text('method = "naive"\nseed = [0, 1]\nlr = [0.05, 1e30]\ndataset = "digits:size=8"\n'
