@@ -296,9 +296,11 @@ def test_ray_runs_a_sweep_and_a_rerun_trains_nothing(cli_with, tmp_path, ray_loc
     assert len(_records(tmp_path / "runs")) == 4
 
 
-def test_a_ray_task_whose_worker_is_killed_is_retried_and_resumes(cli_with, tmp_path, ray_local):
-    """SIGKILL the Ray worker after the run's first checkpoint: Ray retries the task, the retry
-    finds the run record by config hash and continues it; one row, under the killed run's id."""
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_ray_task_whose_worker_is_killed_is_retried_and_resumes(cli_with, tmp_path, ray_local, signum):
+    """SIGKILL the Ray worker after the run's first checkpoint (a dead node), or SIGTERM it (a
+    preemption: the run checkpoints and stops): Ray retries the task, the retry finds the run
+    record by config hash and continues it; one row, under the first attempt's run id."""
     import threading
 
     save = tmp_path / "runs"
@@ -315,7 +317,7 @@ def test_a_ray_task_whose_worker_is_killed_is_retried_and_resumes(cli_with, tmp_
                 except (OSError, ValueError):
                     continue
                 if state.get("state") == "running" and int(state.get("checkpoint_epoch") or 0) >= 1:
-                    os.kill(int(state["pid"]), signal.SIGKILL)
+                    os.kill(int(state["pid"]), signum)
                     killed.update(run_id=state_file.parent.name, epoch=state["checkpoint_epoch"])
                     return
             time.sleep(0.05)
