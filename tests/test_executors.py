@@ -39,6 +39,18 @@ def _records(save_dir: Path) -> list[Path]:
     return sorted(p for p in save_dir.iterdir() if not p.name.startswith("."))
 
 
+def _running_past_first_checkpoint(save: Path) -> tuple[str, dict] | None:
+    """(run id, state) of a record in ``save`` that is running and has checkpointed, if any."""
+    for state_file in save.glob("*/state.json"):
+        try:
+            state = json.loads(state_file.read_text())
+        except (OSError, ValueError):  # being rewritten right now
+            continue
+        if state.get("state") == "running" and int(state.get("checkpoint_epoch") or 0) >= 1:
+            return state_file.parent.name, state
+    return None
+
+
 def _exactly_once(rows: list[dict[str, str]], seeds: list[str]) -> None:
     assert sorted(r["seed"] for r in rows) == sorted(seeds)
     assert len({r["run_id"] for r in rows}) == len(rows) == len(seeds)
@@ -150,13 +162,7 @@ def test_sigterm_to_a_processes_sweep_stops_its_workers_resumably_and_a_rerun_fi
     sweep = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and sweep.poll() is None:
-        states = []
-        for state_file in save.glob("*/state.json"):
-            try:
-                states.append(json.loads(state_file.read_text()))
-            except (OSError, ValueError):
-                continue
-        if any(s.get("state") == "running" and int(s.get("checkpoint_epoch") or 0) >= 1 for s in states):
+        if _running_past_first_checkpoint(save):
             sweep.send_signal(signal.SIGTERM)
             break
         time.sleep(0.05)
@@ -311,15 +317,12 @@ def test_a_ray_task_whose_worker_is_killed_is_retried_and_resumes(cli_with, tmp_
     def kill_after_first_checkpoint() -> None:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not killed:
-            for state_file in save.glob("*/state.json"):
-                try:
-                    state = json.loads(state_file.read_text())
-                except (OSError, ValueError):
-                    continue
-                if state.get("state") == "running" and int(state.get("checkpoint_epoch") or 0) >= 1:
-                    os.kill(int(state["pid"]), signum)
-                    killed.update(run_id=state_file.parent.name, epoch=state["checkpoint_epoch"])
-                    return
+            found = _running_past_first_checkpoint(save)
+            if found:
+                run_id, state = found
+                os.kill(int(state["pid"]), signum)
+                killed.update(run_id=run_id, epoch=state["checkpoint_epoch"])
+                return
             time.sleep(0.05)
 
     killer = threading.Thread(target=kill_after_first_checkpoint, daemon=True)

@@ -327,13 +327,13 @@ class CellTask:
 
         if cell.config_hash and cell.config_hash in existing_hashes(cell.config.leaderboard_dir):
             return CellOutcome("skipped", "another process finished this cell after the sweep was planned")
-        resume = cell.resume
+        resume = ""  # looked up now, not taken from planning: a record may have been left since
         if cell.config.save_dir is not None and cell.config_hash:
             to_resume, running = by_config_hash(Path(cell.config.save_dir))
             if cell.config_hash in running:
                 return CellOutcome("running", "another process is running this cell now")
-            record = to_resume.get(cell.config_hash)
-            resume = record.run_id if record is not None else ""
+            if cell.config_hash in to_resume:
+                resume = to_resume[cell.config_hash].run_id
         if resume:
             result = resume_run(resume, Path(cell.config.save_dir), registry, config=cell.config, **every, **write)
         else:
